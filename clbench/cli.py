@@ -1,0 +1,192 @@
+"""`clbench list | run | leaderboard`: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from clbench.errors import ClbenchError
+
+DEFAULT_SCENARIO = "split-digits"
+DEFAULT_LEARNERS = "finetune,joint,nmc"
+
+EPILOG = """examples:
+  clbench run                                   # split-digits, finetune + joint + nmc, seed 0
+  clbench run --learner nmc --seed 0,1,2 --set n_experiences=10
+  clbench run --learner mypkg.module:MyLearner  # a plugin, no registration needed
+  clbench leaderboard --format markdown
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clbench",
+        description="Run continual and few-shot learners on standard scenarios and keep a reproducible leaderboard.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    listing = commands.add_parser("list", help="show the learners and scenarios", description="Show the learners and scenarios.")
+    listing.add_argument("--learner", metavar="NAME", help="show one learner's hyper-parameters in full")
+
+    run = commands.add_parser("run", help="run learners on a scenario and append leaderboard rows",
+                              description="Run learners on a scenario, print a results table, append one leaderboard row per run.",
+                              epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("--scenario", default=DEFAULT_SCENARIO, metavar="S",
+                     help=f"scenario name or path to a .toml spec (default: {DEFAULT_SCENARIO}; see `clbench list`)")
+    run.add_argument("--learner", default=DEFAULT_LEARNERS, metavar="L[,L2,...]",
+                     help=f"learner names or package.module:ClassName, comma-separated (default: {DEFAULT_LEARNERS})")
+    run.add_argument("--seed", default="0", metavar="N[,N2,...]", help="integer seeds, comma-separated (default: 0)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+                     help="override a scenario setting or a learner hyper-parameter (repeatable)")
+    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
+                     help="auto picks CUDA, then MPS, then CPU (default: auto)")
+    run.add_argument("--data-root", metavar="DIR", help="data folder (default: $CLBENCH_DATA, else ~/.cache/clbench)")
+    _leaderboard_option(run)
+    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    board = commands.add_parser("leaderboard", help="show results grouped over seeds (mean ± std)",
+                                description="Show leaderboard rows grouped by (scenario fingerprint, learner, config), mean ± std over seeds.")
+    _leaderboard_option(board)
+    board.add_argument("--format", default="text", choices=("text", "markdown", "html"), help="output format (default: text)")
+    return parser
+
+
+def _leaderboard_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--leaderboard", metavar="PATH", type=Path,
+                        help="leaderboard CSV (default: $CLBENCH_LEADERBOARD, else ./leaderboard/leaderboard.csv)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `clbench` command; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        return {"list": _list, "run": _run, "leaderboard": _leaderboard}[args.command](args)
+    except ClbenchError as exc:
+        if args.debug:
+            raise
+        hint = " (rerun with --debug for the traceback)" if exc.__cause__ is not None else ""
+        print(f"clbench: error: {exc}{hint}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("clbench: interrupted", file=sys.stderr)
+        return 130
+
+
+def _list(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from clbench.learner import available_learners, get_learner
+    from clbench.scenario import available_scenarios
+
+    if args.learner:
+        cls = get_learner(args.learner)
+        print(f"{cls.name}: {cls.summary()}")
+        print(f"  wants={cls.wants} online={cls.online} needs_task_ids={cls.needs_task_ids} mergeable={cls.mergeable}")
+        rows = [(hp.name, repr(hp.default), " | ".join(map(str, hp.choices)) if hp.choices else hp.type.__name__)
+                for hp in cls.hyperparameters().values()]
+        print(tabulate(rows, headers=("hyper-parameter", "default", "accepts")) if rows else "  no hyper-parameters")
+        return 0
+    learners = [get_learner(name) for name in available_learners()]
+    print("Learners (clbench list --learner NAME for details):")
+    print(tabulate([(c.name, c.wants, _yes(c.online), _yes(c.mergeable), ", ".join(hp.describe() for hp in c.hyperparameters().values()))
+                    for c in learners], headers=("name", "wants", "online", "mergeable", "hyper-parameters")))
+    print("\nScenarios:")
+    print(tabulate([(s.name, s.dataset, s.protocol, s.n_experiences, s.description) for s in available_scenarios().values()],
+                   headers=("name", "dataset", "protocol", "experiences", "description")))
+    return 0
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else ""
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ClbenchError(f"--seed expects integers separated by commas, got '{text}'") from None
+
+
+def _parse_settings(pairs: list[str]) -> dict[str, str]:
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ClbenchError(f"--set expects KEY=VALUE, got '{pair}'")
+        settings[key.strip()] = value.strip()
+    return settings
+
+
+def _route_settings(settings: dict[str, str], learners: list[type], spec_fields: dict[str, Any]) -> tuple[dict, dict]:
+    """Split `--set` pairs into scenario overrides and per-learner hyper-parameters."""
+    from clbench.learner import validate
+
+    scenario = {k: v for k, v in settings.items() if k in spec_fields}
+    per_learner = {}
+    for cls in learners:
+        declared = cls.hyperparameters()
+        per_learner[cls] = validate(cls, {k: v for k, v in settings.items() if k in declared})
+    unknown = [k for k in settings if k not in spec_fields and not any(k in c.hyperparameters() for c in learners)]
+    if unknown:
+        accepted = sorted(set(spec_fields) | {h for c in learners for h in c.hyperparameters()})
+        raise ClbenchError(f"unknown --set key {', '.join(map(repr, unknown))} for this scenario and these learners; "
+                           f"accepted: {', '.join(accepted)}")
+    return scenario, per_learner
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from clbench import leaderboard, runner
+    from clbench.device import resolve_device
+    from clbench.learner import get_learner
+    from clbench.scenario import ScenarioSpec, build_scenario, load_spec
+
+    path = args.leaderboard or leaderboard.default_path()
+    leaderboard.check_writable(path)
+    seeds = _parse_seeds(args.seed)
+    learners = [get_learner(name.strip()) for name in args.learner.split(",") if name.strip()]
+    if not learners or not seeds:
+        raise ClbenchError("give at least one learner and one seed")
+    spec = load_spec(args.scenario)
+    overrides, configs = _route_settings(_parse_settings(args.settings), learners, ScenarioSpec.fields())
+    spec = spec.with_overrides(overrides)
+    device = resolve_device(args.device)
+    scenario = build_scenario(spec, args.data_root)
+
+    table = []
+    for cls in learners:
+        for seed in seeds:
+            result = runner.run(scenario, cls, configs[cls], seed=seed, device=device, progress=not args.no_progress)
+            row = leaderboard.make_row(result, scenario, cls.wants)
+            leaderboard.append_rows(path, [row])
+            table.append([row["learner"], seed, *(_fmt(row[m]) for m in leaderboard.METRICS),
+                          f"{row['train_seconds']:.2f}", f"{row['eval_seconds']:.2f}"])
+    print(f"{spec.display_name} ({scenario.stream.protocol}, {len(scenario.stream.experiences)} experiences, "
+          f"fingerprint {scenario.fingerprint[:8]}) on {device}")
+    print(tabulate(table, headers=("learner", "seed", "final acc", "avg inc acc", "forgetting", "BWT", "FWT", "train s", "eval s"),
+                   disable_numparse=True))
+    print(f"\n{len(table)} row(s) appended to {path}")
+    return 0
+
+
+def _fmt(value: float) -> str:
+    return "-" if value != value else f"{value:.2f}"
+
+
+def _leaderboard(args: argparse.Namespace) -> int:
+    from clbench import leaderboard
+
+    frame = leaderboard.read(args.leaderboard or leaderboard.default_path())
+    print(leaderboard.render(leaderboard.aggregate(frame), args.format))
+    return 0
+
+
+def entry() -> None:
+    """Console-script wrapper."""
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Built-in learners, one file each, registered through entry points exactly as plugins are."""

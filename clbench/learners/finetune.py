@@ -1,0 +1,55 @@
+"""Plain fine-tuning: the lower bound."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clbench.learner import Context, Learner
+
+
+class Finetune(Learner):
+    """Fine-tuning: the run's backbone plus a linear head over all classes, trained by SGD or Adam
+    on each experience in turn with cross-entropy, no protection against forgetting (lower bound)."""
+
+    name = "finetune"
+    wants = "images"
+    online = True
+
+    def __init__(
+        self,
+        context: Context,
+        *,
+        lr: float = 0.05,
+        optimizer: Literal["sgd", "adam"] = "sgd",
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(context)
+        backbone = context.backbone()
+        self.net = nn.Sequential(backbone, nn.Linear(backbone.out_dim, context.num_classes)).to(context.device)
+        if optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(self.net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+        else:
+            self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr, weight_decay=weight_decay)
+
+    def learn(self, x: torch.Tensor, y: torch.Tensor, task: int | None) -> None:
+        self.net.train()
+        loss = F.cross_entropy(self.net(x), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+    def predict(self, x: torch.Tensor, task: int | None) -> torch.Tensor:
+        self.net.eval()
+        return self.net(x)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])

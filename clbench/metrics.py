@@ -1,0 +1,77 @@
+"""Pure functions of the accuracy matrix A (percent), A[i][j] = accuracy on experience j's test
+data after training through experience i. Undefined values (e.g. forgetting with one
+experience) are NaN, never a made-up zero."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+Matrix = Sequence[Sequence[float]] | np.ndarray
+
+
+def _square(a: Matrix) -> np.ndarray:
+    a = np.asarray(a, dtype=float)
+    if a.ndim != 2 or a.shape[0] != a.shape[1] or a.size == 0:
+        raise ValueError(f"accuracy matrix must be square T x T with T >= 1, got shape {a.shape}")
+    return a
+
+
+def final_accuracy(a: Matrix) -> float:
+    """Mean over j of A[T-1][j]."""
+    return float(_square(a)[-1].mean())
+
+
+def average_incremental_accuracy(a: Matrix) -> float:
+    """Mean over i of (mean over j <= i of A[i][j])."""
+    a = _square(a)
+    return float(np.mean([a[i, : i + 1].mean() for i in range(len(a))]))
+
+
+def forgetting(a: Matrix) -> float:
+    """Chaudhry et al. 2018: mean over j < T-1 of (max over l in j..T-2 of A[l][j]) - A[T-1][j]."""
+    a = _square(a)
+    t = len(a)
+    if t < 2:
+        return math.nan
+    return float(np.mean([a[j : t - 1, j].max() - a[t - 1, j] for j in range(t - 1)]))
+
+
+def backward_transfer(a: Matrix) -> float:
+    """Lopez-Paz & Ranzato 2017: mean over j < T-1 of A[T-1][j] - A[j][j]."""
+    a = _square(a)
+    t = len(a)
+    if t < 2:
+        return math.nan
+    return float(np.mean([a[t - 1, j] - a[j, j] for j in range(t - 1)]))
+
+
+def forward_transfer(a: Matrix, untrained: Sequence[float] | None) -> float:
+    """Mean over j > 0 of A[j-1][j] - b[j], b[j] the untrained learner's accuracy on experience j."""
+    a = _square(a)
+    t = len(a)
+    if untrained is None or t < 2:
+        return math.nan
+    b = np.asarray(untrained, dtype=float)
+    return float(np.mean([a[j - 1, j] - b[j] for j in range(1, t)]))
+
+
+def fewshot_summary(episode_accuracies: Sequence[float]) -> tuple[float, float]:
+    """Mean episode accuracy and its 95% confidence half-width, 1.96 * std / sqrt(n)."""
+    acc = np.asarray(episode_accuracies, dtype=float)
+    if acc.size == 0:
+        return math.nan, math.nan
+    return float(acc.mean()), float(1.96 * acc.std() / math.sqrt(acc.size))
+
+
+def summary(a: Matrix, untrained: Sequence[float] | None = None) -> dict[str, float]:
+    """Every accuracy-matrix metric of a run, by leaderboard column name."""
+    return {
+        "final_accuracy": final_accuracy(a),
+        "average_incremental_accuracy": average_incremental_accuracy(a),
+        "forgetting": forgetting(a),
+        "backward_transfer": backward_transfer(a),
+        "forward_transfer": forward_transfer(a, untrained),
+    }

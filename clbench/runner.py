@@ -1,0 +1,246 @@
+"""The standardized loop: drives one learner through one scenario, evaluates, times.
+
+The runner never knows which learner it drives: it only uses the `Learner` contract.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from clbench.backbones import make_backbone
+from clbench.device import peak_memory_mb, reset_peak_memory, resolve_device, synchronize
+from clbench.errors import ClbenchError
+from clbench.learner import Context, ExperienceInfo, Learner
+from clbench.scenario import Scenario
+
+
+class LearnerFailed(ClbenchError):
+    """A learner raised inside one of its contract methods."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Everything a run measured; `leaderboard.make_row` turns it into a row."""
+
+    learner: str
+    config: dict[str, Any]
+    seed: int
+    accuracy_matrix: list[list[float]]
+    accuracy_curve: list[float]
+    untrained_accuracy: list[float] | None
+    train_seconds: float
+    eval_seconds: float
+    feature_seconds: float
+    samples_seen: int
+    peak_memory_mb: float
+    state_mb: float
+    n_parameters: int
+    device: str
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def state_megabytes(state: Any) -> float:
+    """Size of every tensor in a (nested) state dict, in MiB."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size() / 2**20
+    if isinstance(state, dict):
+        return sum(state_megabytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(state_megabytes(v) for v in state)
+    return 0.0
+
+
+class _Inputs:
+    """The scenario's data on the device, once: uint8 images normalised per batch, or features."""
+
+    def __init__(self, scenario: Scenario, wants: str, device: torch.device) -> None:
+        spec = scenario.spec
+        train, test = scenario.dataset.partition("train"), scenario.dataset.partition("test")
+        self.y_train = torch.as_tensor(np.asarray(train.labels), device=device)
+        self.y_test = torch.as_tensor(np.asarray(test.labels), device=device)
+        images = {"train": torch.as_tensor(np.asarray(train.images)).to(device),
+                  "test": torch.as_tensor(np.asarray(test.images)).to(device)}
+        channels = images["train"].shape[1]
+        if len(spec.mean) not in (1, channels) or len(spec.std) not in (1, channels):
+            raise ClbenchError(f"scenario '{spec.name}': mean/std need 1 or {channels} values")
+        self.mean = torch.tensor(spec.mean, device=device).view(1, -1, 1, 1) * 255
+        self.std = torch.tensor(spec.std, device=device).view(1, -1, 1, 1) * 255
+        self.image_shape = tuple(images["train"].shape[1:])
+        self.feature_seconds = 0.0
+        if wants == "features":
+            start = time.perf_counter()
+            encoder = make_backbone(spec.encoder, self.image_shape).to(device).eval()
+            self.x = {k: self._encode(encoder, v, spec.eval_batch_size) for k, v in images.items()}
+            synchronize(device)
+            self.feature_seconds = time.perf_counter() - start
+            self.input_shape: tuple[int, ...] = (self.x["train"].shape[1],)
+        else:
+            self.x = images
+            self.input_shape = self.image_shape
+        self.features = wants == "features"
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.float() - self.mean) / self.std
+
+    @torch.no_grad()
+    def _encode(self, encoder: torch.nn.Module, images: torch.Tensor, batch: int) -> torch.Tensor:
+        return torch.cat([encoder(self.normalise(images[i : i + batch])).float() for i in range(0, len(images), batch)])
+
+    def batch(self, part: str, index: torch.Tensor) -> torch.Tensor:
+        x = self.x[part][index]
+        return x if self.features else self.normalise(x)
+
+
+def _guard(learner: Learner, method: str, experience: int, fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except ClbenchError:
+        raise
+    except Exception as exc:  # a plugin's bug is reported, not shown as our traceback
+        raise LearnerFailed(
+            f"learner '{learner.name}' raised in {method}() at experience {experience}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def run(
+    scenario: Scenario,
+    learner_cls: type[Learner],
+    config: dict[str, Any] | None = None,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+) -> RunResult:
+    """Train `learner_cls(**config)` through the scenario's stream, evaluating after each experience."""
+    device = resolve_device(device)
+    seed_everything(seed)
+    reset_peak_memory(device)
+    spec, stream = scenario.spec, scenario.stream
+    inputs = _Inputs(scenario, learner_cls.wants, device)
+    context = Context(
+        device=device,
+        num_classes=scenario.dataset.num_classes,
+        input_shape=inputs.input_shape,
+        seed=seed,
+        backbone=functools.partial(_backbone_factory, spec.backbone, inputs.image_shape),
+        n_experiences=len(stream.experiences),
+    )
+    learner = learner_cls(context, **(config or {}))
+    evaluator = _Evaluator(scenario, inputs, learner)
+    untrained = evaluator.accuracies(-1) if stream.reports_forward_transfer else None
+
+    generator = torch.Generator().manual_seed(seed)
+    train_seconds, samples_seen, rows = 0.0, 0, []
+    experiences = stream.experiences
+    bar = tqdm(experiences, desc=f"{learner_cls.name} seed {seed}", unit="exp", disable=None if progress else True, leave=False)
+    for exp in bar:
+        indices = np.concatenate([e.train_indices for e in experiences[: exp.index + 1]]) if learner_cls.cumulative \
+            else exp.train_indices
+        train_index = torch.as_tensor(indices, device=device)
+        task = exp.task if exp.task is not None else (exp.index if learner_cls.needs_task_ids else None)
+        info = ExperienceInfo(exp.index, exp.classes, task, len(indices), len(experiences))
+        start = time.perf_counter()
+        _guard(learner, "begin_experience", exp.index, learner.begin_experience, info)
+        for _ in range(spec.epochs):
+            order = train_index[torch.randperm(len(train_index), generator=generator).to(device)]
+            for batch in order.split(spec.batch_size):
+                x, y = inputs.batch("train", batch), inputs.y_train[batch]
+                _guard(learner, "learn", exp.index, learner.learn, x, y, task)
+                samples_seen += len(batch)
+        _guard(learner, "end_experience", exp.index, learner.end_experience, info)
+        synchronize(device)
+        train_seconds += time.perf_counter() - start
+        rows.append(evaluator.accuracies(exp.index))
+        bar.set_postfix(acc=f"{np.mean(rows[-1][: exp.index + 1]):.1f}")
+
+    return RunResult(
+        learner=learner_cls.name,
+        config=dict(learner.config),
+        seed=seed,
+        accuracy_matrix=rows,
+        accuracy_curve=evaluator.curve,
+        untrained_accuracy=untrained,
+        train_seconds=train_seconds,
+        eval_seconds=evaluator.seconds,
+        feature_seconds=inputs.feature_seconds,
+        samples_seen=samples_seen,
+        peak_memory_mb=peak_memory_mb(device),
+        state_mb=state_megabytes(_guard(learner, "state_dict", len(experiences) - 1, learner.state_dict)),
+        n_parameters=learner.n_parameters(),
+        device=_device_name(device),
+    )
+
+
+def _backbone_factory(default: str, image_shape: tuple[int, ...], name: str | None = None, **kwargs: Any):
+    return make_backbone(name or default, image_shape, **kwargs)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return device.type
+
+
+class _Evaluator:
+    """Scores every experience's test data in batched passes, masks, and counts correct answers."""
+
+    def __init__(self, scenario: Scenario, inputs: _Inputs, learner: Learner) -> None:
+        self.stream, self.inputs, self.learner = scenario.stream, inputs, learner
+        self.batch_size = scenario.spec.eval_batch_size
+        self.num_classes = scenario.dataset.num_classes
+        self.device = inputs.y_test.device
+        self.test_index = [torch.as_tensor(e.test_indices, device=self.device) for e in self.stream.experiences]
+        self.curve: list[float] = []
+        self.seconds = 0.0
+
+    def _mask(self, trained_through: int, evaluated: int) -> torch.Tensor:
+        exps = self.stream.experiences
+        if self.stream.mask == "seen":
+            classes = [c for e in exps[: trained_through + 1] for c in e.classes]
+        elif self.stream.mask == "task":
+            classes = list(exps[evaluated].classes)
+        else:
+            classes = list(range(self.num_classes))
+        mask = torch.zeros(self.num_classes, dtype=torch.bool, device=self.device)
+        mask[classes] = True
+        return mask
+
+    @torch.no_grad()
+    def accuracies(self, trained_through: int) -> list[float]:
+        """Accuracy (%) on each experience's test data after training through `trained_through`."""
+        start = time.perf_counter()
+        correct, total = [], []
+        for j, index in enumerate(self.test_index):
+            task = self.stream.experiences[j].task if self.stream.task_ids_at_test else None
+            mask = self._mask(trained_through, j)
+            hits = torch.zeros((), dtype=torch.long, device=self.device)
+            for chunk in index.split(self.batch_size):
+                scores = _guard(self.learner, "predict", trained_through, self.learner.predict,
+                                self.inputs.batch("test", chunk), task)
+                if not isinstance(scores, torch.Tensor) or scores.shape != (len(chunk), self.num_classes):
+                    shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+                    raise LearnerFailed(f"learner '{self.learner.name}': predict() returned {shape}, "
+                                        f"expected ({len(chunk)}, {self.num_classes})")
+                pred = scores.float().masked_fill(~mask, float("-inf")).argmax(1)
+                hits += (pred == self.inputs.y_test[chunk]).sum()
+            correct.append(int(hits))
+            total.append(len(index))
+        synchronize(self.device)
+        self.seconds += time.perf_counter() - start
+        if trained_through >= 0:
+            seen = slice(0, trained_through + 1)
+            self.curve.append(100.0 * sum(correct[seen]) / max(1, sum(total[seen])))
+        return [100.0 * c / t if t else float("nan") for c, t in zip(correct, total)]

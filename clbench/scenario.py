@@ -1,0 +1,145 @@
+"""Scenario specs (`scenarios/NAME.toml`) and building a scenario: dataset x protocol."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from clbench.datasets import Dataset, load_dataset
+from clbench.errors import ClbenchError
+from clbench.learner import Hyperparameter, coerce
+from clbench.protocols import Stream, resolve_class_order, split_by_class
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PROTOCOLS = ("class-incremental", "task-incremental")
+
+
+@dataclass(frozen=True)
+class ScenarioSpec:
+    """A named, versioned description of a scenario; every field can be overridden with `--set`."""
+
+    name: str
+    description: str = ""
+    dataset: str = "digits"
+    protocol: str = "class-incremental"
+    n_experiences: int = 5
+    class_order: str = "natural"
+    epochs: int = 1
+    batch_size: int = 32
+    eval_batch_size: int = 1024
+    backbone: str = "mlp"
+    """The network image-level learners train (see `clbench.backbones`)."""
+    encoder: str = "flatten"
+    """The frozen encoder whose features feed feature-level learners."""
+    mean: tuple[float, ...] = (0.5,)
+    std: tuple[float, ...] = (0.5,)
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def fields(cls) -> dict[str, Hyperparameter]:
+        """The overridable fields, as typed settings."""
+        return {
+            f.name: Hyperparameter(f.name, f.default, tuple if f.name in ("mean", "std") else eval_type(f.type))
+            for f in dataclasses.fields(cls)
+            if f.name not in ("name", "overrides")
+        }
+
+    def with_overrides(self, overrides: dict[str, Any]) -> ScenarioSpec:
+        """A copy with some fields replaced (values checked and converted); records what changed."""
+        known = self.fields()
+        values = {}
+        for key, value in overrides.items():
+            if key not in known:
+                raise ClbenchError(f"scenario '{self.name}' has no setting '{key}' (settings: {', '.join(known)})")
+            values[key] = _coerce_setting(self.name, known[key], value)
+        return dataclasses.replace(self, overrides={**self.overrides, **values}, **values)
+
+    @property
+    def display_name(self) -> str:
+        """The name, marked when the spec was modified."""
+        return f"{self.name}*" if self.overrides else self.name
+
+
+def eval_type(annotation: Any) -> type:
+    return {"str": str, "int": int, "float": float, "bool": bool}.get(annotation, annotation)
+
+
+def _coerce_setting(scenario: str, setting: Hyperparameter, value: Any) -> Any:
+    if setting.type is tuple:
+        if isinstance(value, str):
+            value = value.split(",")
+        try:
+            return tuple(float(v) for v in value)
+        except (TypeError, ValueError):
+            raise ClbenchError(f"scenario '{scenario}': setting '{setting.name}' needs numbers, got {value!r}") from None
+    try:
+        return coerce(scenario, setting, value)
+    except ClbenchError:
+        raise ClbenchError(f"scenario '{scenario}': setting '{setting.name}' got {value!r}; accepted: {setting.type.__name__}") from None
+
+
+def _spec_files() -> dict[str, Any]:
+    root = resources.files("clbench.scenario_specs")
+    return {p.name[: -len(".toml")]: p for p in root.iterdir() if p.name.endswith(".toml")}
+
+
+def available_scenarios() -> dict[str, ScenarioSpec]:
+    """The shipped scenario specs, by name."""
+    return {name: _parse(name, path.read_text(), str(path)) for name, path in sorted(_spec_files().items())}
+
+
+def load_spec(name_or_path: str) -> ScenarioSpec:
+    """A shipped spec by name, or a spec from a `.toml` file path."""
+    files = _spec_files()
+    if name_or_path in files:
+        return _parse(name_or_path, files[name_or_path].read_text(), name_or_path)
+    path = Path(name_or_path)
+    if path.suffix == ".toml" and path.is_file():
+        return _parse(path.stem, path.read_text(), str(path))
+    raise ClbenchError(f"unknown scenario '{name_or_path}' (known: {', '.join(sorted(files))}; or a path to a .toml spec)")
+
+
+def _parse(name: str, text: str, origin: str) -> ScenarioSpec:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ClbenchError(f"scenario spec {origin} is not valid TOML: {exc}") from None
+    spec = ScenarioSpec(name=name)
+    spec = spec.with_overrides(raw)
+    spec = dataclasses.replace(spec, overrides={})
+    if spec.protocol not in PROTOCOLS:
+        raise ClbenchError(f"scenario '{name}': unknown protocol '{spec.protocol}' (known: {', '.join(PROTOCOLS)})")
+    return spec
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A built scenario: the spec, its data and its stream."""
+
+    spec: ScenarioSpec
+    dataset: Dataset
+    stream: Stream
+
+    @property
+    def fingerprint(self) -> str:
+        train, test = self.dataset.partition("train"), self.dataset.partition("test")
+        return self.stream.fingerprint(self.dataset.name, len(train), len(test))
+
+
+def build_scenario(spec: ScenarioSpec, data_root: str | os.PathLike | None = None) -> Scenario:
+    """Load the spec's dataset and cut it with the spec's protocol."""
+    dataset = load_dataset(spec.dataset, data_root)
+    train, test = dataset.partition("train"), dataset.partition("test")
+    order = resolve_class_order(spec.class_order, dataset.num_classes)
+    stream = split_by_class(train.labels, test.labels, order, spec.n_experiences,
+                            task_incremental=spec.protocol == "task-incremental")
+    return Scenario(spec, dataset, stream)

@@ -1,0 +1,117 @@
+"""The runner: contract calls, masking, the accuracy matrix, timings and determinism."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from clbench import Learner, runner
+from clbench.learner import get_learner
+from synthetic import make_scenario
+
+
+class FavoursHighestClass(Learner):
+    """Scores every sample 0, 1, ..., C-1: unmasked it always answers the highest class id."""
+
+    name = "favours-highest"
+
+    def __init__(self, context) -> None:
+        super().__init__(context)
+        self.calls = []
+
+    def begin_experience(self, info):
+        self.calls.append(("begin", info.index, info.classes, info.n_samples))
+
+    def learn(self, x, y, task):
+        self.calls.append(("learn", len(y), task))
+
+    def end_experience(self, info):
+        self.calls.append(("end", info.index))
+
+    def predict(self, x, task):
+        return torch.arange(self.context.num_classes, dtype=torch.float32).expand(len(x), -1)
+
+
+def test_class_incremental_masks_to_classes_seen_so_far():
+    result = runner.run(make_scenario(), FavoursHighestClass, seed=0, progress=False)
+    # after exp 0 (classes 0,1): answers 1 -> half of exp 0 right, none of exp 1 (classes 2,3 masked out)
+    # after exp 1: answers 3 -> none of exp 0, half of exp 1
+    assert result.accuracy_matrix == [[50.0, 0.0], [0.0, 50.0]]
+    assert result.accuracy_curve == [50.0, 25.0]  # all test data seen so far, pooled
+    assert result.untrained_accuracy is None
+
+
+def test_task_incremental_masks_to_the_task_and_measures_untrained_accuracy():
+    result = runner.run(make_scenario(task_incremental=True), FavoursHighestClass, seed=0, progress=False)
+    assert result.accuracy_matrix == [[50.0, 50.0], [50.0, 50.0]]
+    assert result.untrained_accuracy == [50.0, 50.0]
+
+
+def test_runner_drives_the_contract_in_order(monkeypatch):
+    seen = []
+    monkeypatch.setattr(FavoursHighestClass, "end_experience", lambda self, info: seen.append(list(self.calls)))
+    runner.run(make_scenario(per_class=6, batch_size=4, epochs=2), FavoursHighestClass, progress=False)
+    first = seen[0]
+    assert first[0] == ("begin", 0, (0, 1), 12)
+    # 12 samples, batch 4, 2 epochs -> 6 learn calls of 4 samples, no task id in class-incremental
+    assert first[1:] == [("learn", 4, None)] * 6
+
+
+def test_cumulative_learner_trains_on_everything_seen(monkeypatch):
+    class Cumulative(FavoursHighestClass):
+        name = "cumulative"
+        cumulative = True
+
+    calls = []
+    monkeypatch.setattr(Cumulative, "begin_experience", lambda self, info: calls.append(info.n_samples))
+    runner.run(make_scenario(n_classes=6, n_experiences=3, per_class=2), Cumulative, progress=False)
+    assert calls == [4, 8, 12]
+
+
+def test_needs_task_ids_receives_the_experience_index_in_class_incremental():
+    class WantsTasks(FavoursHighestClass):
+        name = "wants-tasks"
+        needs_task_ids = True
+
+    tasks = set()
+    WantsTasks.learn = lambda self, x, y, task: tasks.add(task)
+    runner.run(make_scenario(), WantsTasks, progress=False)
+    assert tasks == {0, 1}
+
+
+def test_costs_are_recorded():
+    result = runner.run(make_scenario(), get_learner("finetune"), seed=0, progress=False)
+    assert result.train_seconds > 0 and result.eval_seconds > 0
+    assert result.samples_seen == 24  # 4 classes x 6 samples, one epoch
+    assert result.n_parameters > 0 and result.state_mb > 0 and result.peak_memory_mb > 0
+    assert result.device == "cpu"
+
+
+@pytest.mark.parametrize("learner", ["finetune", "joint", "nmc"])
+def test_same_seed_same_matrix(learner):
+    cls = get_learner(learner)
+    a = runner.run(make_scenario(), cls, seed=3, progress=False)
+    b = runner.run(make_scenario(), cls, seed=3, progress=False)
+    assert a.accuracy_matrix == b.accuracy_matrix
+
+
+def test_wrong_predict_shape_is_reported():
+    class BadShape(FavoursHighestClass):
+        name = "bad-shape"
+
+        def predict(self, x, task):
+            return torch.zeros(len(x), 2)
+
+    with pytest.raises(runner.LearnerFailed, match=r"predict\(\) returned \(\d+, 2\), expected \(\d+, 4\)"):
+        runner.run(make_scenario(), BadShape, progress=False)
+
+
+def test_a_learner_exception_becomes_one_line():
+    class Broken(FavoursHighestClass):
+        name = "broken"
+
+        def learn(self, x, y, task):
+            raise ValueError("boom")
+
+    with pytest.raises(runner.LearnerFailed, match=r"learner 'broken' raised in learn\(\) at experience 0: ValueError: boom"):
+        runner.run(make_scenario(), Broken, progress=False)
