@@ -157,18 +157,19 @@ def _declared(cls: type) -> tuple[tuple[str, Hyperparameter], ...]:
             continue
         if param.default is inspect.Parameter.empty:
             raise TypeError(f"{cls.__name__}: hyper-parameter '{param.name}' needs a default")
-        kind, choices = _kind(hints.get(param.name, type(param.default)))
+        kind, choices = annotation_kind(hints.get(param.name, type(param.default)))
         out.append((param.name, Hyperparameter(param.name, param.default, kind, choices)))
     return tuple(out)
 
 
-def _kind(annotation: Any) -> tuple[type, tuple[Any, ...] | None]:
+def annotation_kind(annotation: Any) -> tuple[type, tuple[Any, ...] | None]:
+    """The base type and the `Literal` choices (if any) of a type annotation."""
     if typing.get_origin(annotation) is Literal:
         choices = typing.get_args(annotation)
         return type(choices[0]), choices
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if args:  # Optional[X] / X | None
-        return _kind(args[0])
+        return annotation_kind(args[0])
     return (annotation if isinstance(annotation, type) else object), None
 
 

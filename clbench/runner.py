@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from clbench.augment import random_crop_flip, resize
 from clbench.backbones import make_backbone
 from clbench.device import peak_memory_mb, reset_peak_memory, resolve_device, synchronize
 from clbench.errors import ClbenchError
@@ -67,8 +68,10 @@ def state_megabytes(state: Any) -> float:
 class _Inputs:
     """The scenario's data on the device, once: uint8 images normalised per batch, or features."""
 
-    def __init__(self, scenario: Scenario, wants: str, device: torch.device) -> None:
+    def __init__(self, scenario: Scenario, wants: str, device: torch.device, seed: int) -> None:
         spec = scenario.spec
+        self.spec = spec
+        self.augment_generator = torch.Generator().manual_seed(seed + 1)
         train, test = scenario.dataset.partition("train"), scenario.dataset.partition("test")
         self.y_train = torch.as_tensor(np.asarray(train.labels), device=device)
         self.y_test = torch.as_tensor(np.asarray(test.labels), device=device)
@@ -79,7 +82,8 @@ class _Inputs:
             raise ClbenchError(f"scenario '{spec.name}': mean/std need 1 or {channels} values")
         self.mean = torch.tensor(spec.mean, device=device).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(spec.std, device=device).view(1, -1, 1, 1) * 255
-        self.image_shape = tuple(images["train"].shape[1:])
+        size = spec.image_size or images["train"].shape[-1]
+        self.image_shape = (channels, size, size) if spec.image_size else tuple(images["train"].shape[1:])
         self.feature_seconds = 0.0
         if wants == "features":
             start = time.perf_counter()
@@ -94,15 +98,21 @@ class _Inputs:
         self.features = wants == "features"
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.float() - self.mean) / self.std
+        """uint8 -> float, normalised with the spec's statistics, resized to the spec's image size."""
+        return resize((images.float() - self.mean) / self.std, self.spec.image_size)
 
     @torch.no_grad()
     def _encode(self, encoder: torch.nn.Module, images: torch.Tensor, batch: int) -> torch.Tensor:
         return torch.cat([encoder(self.normalise(images[i : i + batch])).float() for i in range(0, len(images), batch)])
 
     def batch(self, part: str, index: torch.Tensor) -> torch.Tensor:
+        """The learner's input for these samples; train images get the spec's augmentation."""
         x = self.x[part][index]
-        return x if self.features else self.normalise(x)
+        if self.features:
+            return x
+        if part == "train" and self.spec.augment == "crop-flip":
+            x = random_crop_flip(x, self.spec.crop_padding, self.augment_generator)
+        return self.normalise(x)
 
 
 def _guard(learner: Learner, method: str, experience: int, fn: Callable[..., Any], *args: Any) -> Any:
@@ -125,11 +135,14 @@ def run(
     progress: bool = True,
 ) -> RunResult:
     """Train `learner_cls(**config)` through the scenario's stream, evaluating after each experience."""
+    if scenario.spec.online and not learner_cls.online:
+        raise ClbenchError(f"learner '{learner_cls.name}' is not online-capable (online = False); "
+                           f"scenario '{scenario.spec.name}' is online")
     device = resolve_device(device)
     seed_everything(seed)
     reset_peak_memory(device)
     spec, stream = scenario.spec, scenario.stream
-    inputs = _Inputs(scenario, learner_cls.wants, device)
+    inputs = _Inputs(scenario, learner_cls.wants, device, seed)
     context = Context(
         device=device,
         num_classes=scenario.dataset.num_classes,
@@ -153,14 +166,16 @@ def run(
         task = exp.task if exp.task is not None else (exp.index if learner_cls.needs_task_ids else None)
         info = ExperienceInfo(exp.index, exp.classes, task, len(indices), len(experiences))
         start = time.perf_counter()
-        _guard(learner, "begin_experience", exp.index, learner.begin_experience, info)
+        if spec.task_boundaries:
+            _guard(learner, "begin_experience", exp.index, learner.begin_experience, info)
         for _ in range(spec.epochs):
             order = train_index[torch.randperm(len(train_index), generator=generator).to(device)]
             for batch in order.split(spec.batch_size):
                 x, y = inputs.batch("train", batch), inputs.y_train[batch]
                 _guard(learner, "learn", exp.index, learner.learn, x, y, task)
                 samples_seen += len(batch)
-        _guard(learner, "end_experience", exp.index, learner.end_experience, info)
+        if spec.task_boundaries:
+            _guard(learner, "end_experience", exp.index, learner.end_experience, info)
         synchronize(device)
         train_seconds += time.perf_counter() - start
         rows.append(evaluator.accuracies(exp.index))

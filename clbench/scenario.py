@@ -5,22 +5,23 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from clbench.datasets import Dataset, load_dataset
 from clbench.errors import ClbenchError
-from clbench.learner import Hyperparameter, coerce
+from clbench.learner import Hyperparameter, annotation_kind, coerce
 from clbench.protocols import Stream, resolve_class_order, split_by_class
+from clbench.protocols.repartition import pooled_split
+from clbench.protocols.sessions import stream_from_sessions
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-
-PROTOCOLS = ("class-incremental", "task-incremental")
 
 
 @dataclass(frozen=True)
@@ -42,16 +43,37 @@ class ScenarioSpec:
     """The frozen encoder whose features feed feature-level learners."""
     mean: tuple[float, ...] = (0.5,)
     std: tuple[float, ...] = (0.5,)
+    image_size: int = 0
+    """Side length images are resized to on the device (0: keep the dataset's size)."""
+    augment: Literal["none", "crop-flip"] = "none"
+    """Train-time augmentation on the device: random crop (zero padding `crop_padding`) + horizontal flip."""
+    crop_padding: int = 4
+    partition: Literal["standard", "pooled"] = "standard"
+    """"pooled": pool all partitions and send the last sixth of each class to test (split-miniimagenet)."""
+    online: bool = False
+    """Single pass (epochs must be 1) in mini-batches of `batch_size`."""
+    task_boundaries: bool = True
+    """If false, learners are not told where experiences begin and end (task-free)."""
     overrides: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def fields(cls) -> dict[str, Hyperparameter]:
         """The overridable fields, as typed settings."""
-        return {
-            f.name: Hyperparameter(f.name, f.default, tuple if f.name in ("mean", "std") else eval_type(f.type))
-            for f in dataclasses.fields(cls)
-            if f.name not in ("name", "overrides")
-        }
+        hints = typing.get_type_hints(cls)
+        out = {}
+        for f in dataclasses.fields(cls):
+            if f.name in ("name", "overrides"):
+                continue
+            kind, choices = (tuple, None) if f.name in ("mean", "std") else annotation_kind(hints[f.name])
+            out[f.name] = Hyperparameter(f.name, f.default, kind, choices)
+        return out
+
+    def __post_init__(self) -> None:
+        if self.online and self.epochs != 1:
+            raise ClbenchError(f"scenario '{self.name}': an online scenario is a single pass, so epochs must be 1")
+        for key in ("n_experiences", "epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, key) < 1:
+                raise ClbenchError(f"scenario '{self.name}': setting '{key}' must be at least 1")
 
     def with_overrides(self, overrides: dict[str, Any]) -> ScenarioSpec:
         """A copy with some fields replaced (values checked and converted); records what changed."""
@@ -69,10 +91,6 @@ class ScenarioSpec:
         return f"{self.name}*" if self.overrides else self.name
 
 
-def eval_type(annotation: Any) -> type:
-    return {"str": str, "int": int, "float": float, "bool": bool}.get(annotation, annotation)
-
-
 def _coerce_setting(scenario: str, setting: Hyperparameter, value: Any) -> Any:
     if setting.type is tuple:
         if isinstance(value, str):
@@ -84,7 +102,8 @@ def _coerce_setting(scenario: str, setting: Hyperparameter, value: Any) -> Any:
     try:
         return coerce(scenario, setting, value)
     except ClbenchError:
-        raise ClbenchError(f"scenario '{scenario}': setting '{setting.name}' got {value!r}; accepted: {setting.type.__name__}") from None
+        accepted = " | ".join(setting.choices) if setting.choices else setting.type.__name__
+        raise ClbenchError(f"scenario '{scenario}': setting '{setting.name}' got {value!r}; accepted: {accepted}") from None
 
 
 def _spec_files() -> dict[str, Any]:
@@ -116,8 +135,8 @@ def _parse(name: str, text: str, origin: str) -> ScenarioSpec:
     spec = ScenarioSpec(name=name)
     spec = spec.with_overrides(raw)
     spec = dataclasses.replace(spec, overrides={})
-    if spec.protocol not in PROTOCOLS:
-        raise ClbenchError(f"scenario '{name}': unknown protocol '{spec.protocol}' (known: {', '.join(PROTOCOLS)})")
+    if spec.protocol not in STREAMS:
+        raise ClbenchError(f"scenario '{name}': unknown protocol '{spec.protocol}' (known: {', '.join(STREAMS)})")
     return spec
 
 
@@ -135,11 +154,33 @@ class Scenario:
         return self.stream.fingerprint(self.dataset.name, len(train), len(test))
 
 
+def _class_split(dataset: Dataset, spec: ScenarioSpec) -> Stream:
+    train, test = dataset.partition("train"), dataset.partition("test")
+    order = resolve_class_order(spec.class_order, dataset.num_classes)
+    return split_by_class(train.labels, test.labels, order, spec.n_experiences,
+                          task_incremental=spec.protocol == "task-incremental")
+
+
+def _sessions(dataset: Dataset, spec: ScenarioSpec) -> Stream:
+    if "sessions" not in dataset.index_lists:
+        raise ClbenchError(f"scenario '{spec.name}': dataset '{dataset.name}' ships no session lists")
+    if len(dataset.index_lists["sessions"]) != spec.n_experiences:
+        raise ClbenchError(f"scenario '{spec.name}' expects {spec.n_experiences} sessions, "
+                           f"the data has {len(dataset.index_lists['sessions'])}")
+    return stream_from_sessions(dataset.partition("train").labels, dataset.partition("test").labels,
+                                dataset.index_lists["sessions"], protocol=spec.protocol)
+
+
+STREAMS: dict[str, typing.Callable[[Dataset, ScenarioSpec], Stream]] = {
+    "class-incremental": _class_split,
+    "task-incremental": _class_split,
+    "fscil": _sessions,
+}
+
+
 def build_scenario(spec: ScenarioSpec, data_root: str | os.PathLike | None = None) -> Scenario:
     """Load the spec's dataset and cut it with the spec's protocol."""
     dataset = load_dataset(spec.dataset, data_root)
-    train, test = dataset.partition("train"), dataset.partition("test")
-    order = resolve_class_order(spec.class_order, dataset.num_classes)
-    stream = split_by_class(train.labels, test.labels, order, spec.n_experiences,
-                            task_incremental=spec.protocol == "task-incremental")
-    return Scenario(spec, dataset, stream)
+    if spec.partition == "pooled":
+        dataset = pooled_split(dataset)
+    return Scenario(spec, dataset, STREAMS[spec.protocol](dataset, spec))

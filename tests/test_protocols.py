@@ -40,6 +40,10 @@ def test_class_orders():
     assert sorted(resolve_class_order(7, 10)) == list(range(10))
     # PyCIL / PILOT: np.random.seed(1993); np.random.permutation(100)
     assert resolve_class_order("pycil", 100)[:5] == (68, 56, 78, 8, 23)
+    icarl = resolve_class_order("icarl", 100)
+    assert icarl[:5] == (87, 0, 52, 58, 44) and sorted(icarl) == list(range(100))
+    with pytest.raises(ClbenchError, match="defined for 100 classes, not 10"):
+        resolve_class_order("icarl", 10)
     with pytest.raises(ClbenchError, match="unknown class_order"):
         resolve_class_order("nope", 10)
 

@@ -115,3 +115,47 @@ def test_a_learner_exception_becomes_one_line():
 
     with pytest.raises(runner.LearnerFailed, match=r"learner 'broken' raised in learn\(\) at experience 0: ValueError: boom"):
         runner.run(make_scenario(), Broken, progress=False)
+
+
+class RecordsInputs(FavoursHighestClass):
+    name = "records-inputs"
+
+    def learn(self, x, y, task):
+        self.calls.append(("learn", x.clone()))
+
+
+def _learned_inputs(**spec):
+    seen = []
+    RecordsInputs.end_experience = lambda self, info: seen.append(self.calls)
+    runner.run(make_scenario(n_experiences=1, n_classes=2, per_class=4, batch_size=8, **spec), RecordsInputs, progress=False)
+    return [c for c in seen[0] if c[0] == "learn"]
+
+
+def test_augmentation_changes_train_inputs_between_epochs():
+    plain = _learned_inputs(epochs=2)
+    augmented = _learned_inputs(epochs=2, augment="crop-flip", crop_padding=1)
+    sort = lambda x: x.flatten(1).sum(1).sort().values  # noqa: E731 (order-free summary of a batch)
+    assert torch.allclose(sort(plain[0][1]), sort(plain[1][1]))
+    assert not torch.allclose(sort(augmented[0][1]), sort(augmented[1][1]))
+
+
+def test_image_size_resizes_on_the_device():
+    inputs = _learned_inputs(image_size=12)
+    assert inputs[0][1].shape[1:] == (1, 12, 12)
+
+
+def test_task_free_scenarios_hide_boundaries():
+    calls = []
+    hooks = type("Hooks", (FavoursHighestClass,), {"name": "hooks", "begin_experience": lambda self, info: calls.append(info),
+                                                   "end_experience": lambda self, info: calls.append(info)})
+    result = runner.run(make_scenario(task_boundaries=False), hooks, progress=False)
+    assert calls == [] and len(result.accuracy_matrix) == 2
+
+
+def test_online_scenario_refuses_an_offline_learner():
+    from clbench.errors import ClbenchError
+
+    with pytest.raises(ClbenchError, match="learner 'joint' is not online-capable"):
+        runner.run(make_scenario(online=True), get_learner("joint"), progress=False)
+    with pytest.raises(ClbenchError, match="epochs must be 1"):
+        make_scenario(online=True, epochs=3)

@@ -11,9 +11,13 @@ from clbench.errors import ClbenchError
 
 __all__ = ["Dataset", "LabeledArrays", "SOURCES", "load_dataset", "resolve_data_root"]
 
-# dataset name -> module that defines `load(root: Path) -> Dataset`
+# dataset name -> "module:function", a function `(root: Path) -> Dataset`
 SOURCES: dict[str, str] = {
-    "digits": "clbench.datasets.digits",
+    "digits": "clbench.datasets.digits:load",
+    "cifar100": "clbench.datasets.cifar100:load",
+    "cifar100-fscil": "clbench.datasets.fscil_splits:load_cifar100_fscil",
+    "mini-imagenet": "clbench.datasets.miniimagenet:load",
+    "mini-imagenet-fscil": "clbench.datasets.fscil_splits:load_miniimagenet_fscil",
 }
 
 
@@ -30,4 +34,5 @@ def load_dataset(name: str, data_root: str | os.PathLike | None = None) -> Datas
     """Load a dataset by name from the data root."""
     if name not in SOURCES:
         raise ClbenchError(f"unknown dataset '{name}' (known: {', '.join(sorted(SOURCES))})")
-    return importlib.import_module(SOURCES[name]).load(resolve_data_root(data_root))
+    module, _, function = SOURCES[name].partition(":")
+    return getattr(importlib.import_module(module), function)(resolve_data_root(data_root))

@@ -13,6 +13,8 @@ from clbench.learner import Context, Learner
 class NMC(Learner):
     """Nearest class mean: a running feature sum and count per class; predicts the closest mean.
 
+    Sums accumulate in float64 (order-independent to rounding); distances are computed in float32.
+
     Fed the run's frozen-encoder features (`encoder` in the scenario; `flatten` is the input
     itself). Exemplar-free, order-independent, task-free and online. Scores are negative
     Euclidean distances to the class means (mean = sum / count, not re-normalised); classes never
@@ -30,16 +32,16 @@ class NMC(Learner):
         self.counts = torch.zeros(context.num_classes, dtype=torch.float64, device=context.device)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.flatten(1).to(torch.float64)
+        x = x.flatten(1).float()
         return F.normalize(x, dim=1) if self.l2_normalize else x
 
     def learn(self, x: torch.Tensor, y: torch.Tensor, task: int | None) -> None:
-        self.sums.index_add_(0, y, self._features(x))
+        self.sums.index_add_(0, y, self._features(x).to(torch.float64))
         self.counts.index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
 
     def predict(self, x: torch.Tensor, task: int | None) -> torch.Tensor:
-        means = self.sums / self.counts.clamp(min=1).unsqueeze(1)
-        scores = -torch.cdist(self._features(x), means).float()
+        means = (self.sums / self.counts.clamp(min=1).unsqueeze(1)).float()
+        scores = -torch.cdist(self._features(x), means)
         return scores.masked_fill(self.counts == 0, torch.finfo(scores.dtype).min)
 
     def state_dict(self) -> dict[str, Any]:

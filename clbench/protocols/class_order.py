@@ -9,12 +9,23 @@ from clbench.errors import ClbenchError
 # name -> seed of NumPy's legacy RandomState permutation (stable across NumPy versions)
 SEEDED_ORDERS = {"pycil": 1993}
 
+# name -> a published fixed order: iCaRL's CIFAR-100 order (also PODNet's, and the NMC paper's)
+FIXED_ORDERS = {
+    "icarl": (
+        87, 0, 52, 58, 44, 91, 68, 97, 51, 15, 94, 92, 10, 72, 49, 78, 61, 14, 8, 86, 84, 96, 18, 24, 32,
+        45, 88, 11, 4, 67, 69, 66, 77, 47, 79, 93, 29, 50, 57, 83, 17, 81, 41, 12, 37, 59, 25, 20, 80, 73,
+        1, 28, 6, 46, 62, 82, 53, 9, 31, 75, 38, 63, 33, 74, 27, 22, 36, 3, 16, 21, 60, 19, 70, 90, 89,
+        43, 5, 42, 65, 76, 40, 30, 23, 85, 2, 95, 56, 48, 71, 64, 98, 13, 99, 7, 34, 55, 54, 26, 35, 39,
+    ),
+}
+
 
 def resolve_class_order(order: str | int, num_classes: int) -> tuple[int, ...]:
     """Turn a class-order setting into a tuple of class ids.
 
     "natural" is 0..C-1; an integer (or a string of digits) is the permutation
-    `numpy.random.RandomState(seed).permutation(C)`; "pycil" is seed 1993 (PyCIL, PILOT).
+    `numpy.random.RandomState(seed).permutation(C)`; "pycil" is seed 1993 (PyCIL, PILOT);
+    "icarl" is iCaRL's fixed CIFAR-100 order (PODNet, the NMC paper).
     """
     if isinstance(order, str) and order.strip().lstrip("-").isdigit():
         order = int(order)
@@ -24,5 +35,9 @@ def resolve_class_order(order: str | int, num_classes: int) -> tuple[int, ...]:
         return tuple(range(num_classes))
     if order in SEEDED_ORDERS:
         return resolve_class_order(SEEDED_ORDERS[order], num_classes)
-    known = ["natural", *SEEDED_ORDERS, "<integer seed>"]
+    if order in FIXED_ORDERS:
+        if len(FIXED_ORDERS[order]) != num_classes:
+            raise ClbenchError(f"class_order '{order}' is defined for {len(FIXED_ORDERS[order])} classes, not {num_classes}")
+        return FIXED_ORDERS[order]
+    known = ["natural", *SEEDED_ORDERS, *FIXED_ORDERS, "<integer seed>"]
     raise ClbenchError(f"unknown class_order '{order}' (known: {', '.join(known)})")
