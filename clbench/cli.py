@@ -1,4 +1,4 @@
-"""`clbench list | run | leaderboard`: the command line."""
+"""`clbench list | run | data | leaderboard`: the command line."""
 
 from __future__ import annotations
 
@@ -46,8 +46,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
                      help="auto picks CUDA, then MPS, then CPU (default: auto)")
     run.add_argument("--data-root", metavar="DIR", help="data folder (default: $CLBENCH_DATA, else ~/.cache/clbench)")
+    run.add_argument("--cache-dir", metavar="DIR", type=Path,
+                     help="where prepared caches go when the data root is read-only (default: next to the data)")
     _leaderboard_option(run)
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    data = commands.add_parser("data", help="report which datasets are present, prepared, missing or corrupt",
+                               description="Report each dataset's state under the data root; --prepare builds the array caches.")
+    data.add_argument("--data-root", metavar="DIR", help="data folder (default: $CLBENCH_DATA, else ~/.cache/clbench)")
+    data.add_argument("--prepare", nargs="*", metavar="NAME",
+                      help="decode images into the prepared .npy caches (all datasets when no NAME is given)")
+    data.add_argument("--cache-dir", metavar="DIR", type=Path,
+                      help="where prepared caches go when the data root is read-only (default: next to the data)")
 
     board = commands.add_parser("leaderboard", help="show results grouped over seeds (mean ± std)",
                                 description="Show leaderboard rows grouped by (scenario fingerprint, learner, config), mean ± std over seeds.")
@@ -65,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `clbench` command; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
-        return {"list": _list, "run": _run, "leaderboard": _leaderboard}[args.command](args)
+        return {"list": _list, "run": _run, "data": _data, "leaderboard": _leaderboard}[args.command](args)
     except ClbenchError as exc:
         if args.debug:
             raise
@@ -157,7 +167,7 @@ def _run(args: argparse.Namespace) -> int:
     overrides, configs = _route_settings(_parse_settings(args.settings), learners, ScenarioSpec.fields())
     spec = spec.with_overrides(overrides)
     device = resolve_device(args.device)
-    scenario = build_scenario(spec, args.data_root)
+    scenario = build_scenario(spec, args.data_root, args.cache_dir)
 
     table = []
     for cls in learners:
@@ -177,6 +187,22 @@ def _run(args: argparse.Namespace) -> int:
 
 def _fmt(value: float) -> str:
     return "-" if value != value else f"{value:.2f}"
+
+
+def _data(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from clbench.datasets import resolve_data_root, status
+
+    root = resolve_data_root(args.data_root)
+    if args.prepare is not None:
+        entries = status.prepare(root, args.prepare or None, args.cache_dir)
+    else:
+        entries = status.report(root, None, args.cache_dir)
+    print(f"data root: {root}")
+    print(tabulate([(e["name"], e["state"], e["path"], e["detail"]) for e in entries],
+                   headers=("dataset", "state", "path", "detail")))
+    return 1 if any(e["state"] == "corrupt" for e in entries) else 0
 
 
 def _leaderboard(args: argparse.Namespace) -> int:

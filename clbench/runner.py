@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -65,6 +66,13 @@ def state_megabytes(state: Any) -> float:
     return 0.0
 
 
+def _on_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The array as a tensor on the device; a read-only memory map is shared, never written, on the CPU."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.as_tensor(np.asarray(array)).to(device)
+
+
 class _Inputs:
     """The scenario's data on the device, once: uint8 images normalised per batch, or features."""
 
@@ -73,10 +81,9 @@ class _Inputs:
         self.spec = spec
         self.augment_generator = torch.Generator().manual_seed(seed + 1)
         train, test = scenario.dataset.partition("train"), scenario.dataset.partition("test")
-        self.y_train = torch.as_tensor(np.asarray(train.labels), device=device)
-        self.y_test = torch.as_tensor(np.asarray(test.labels), device=device)
-        images = {"train": torch.as_tensor(np.asarray(train.images)).to(device),
-                  "test": torch.as_tensor(np.asarray(test.images)).to(device)}
+        self.y_train = _on_device(train.labels, device)
+        self.y_test = _on_device(test.labels, device)
+        images = {"train": _on_device(train.images, device), "test": _on_device(test.images, device)}
         channels = images["train"].shape[1]
         if len(spec.mean) not in (1, channels) or len(spec.std) not in (1, channels):
             raise ClbenchError(f"scenario '{spec.name}': mean/std need 1 or {channels} values")

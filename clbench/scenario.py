@@ -178,9 +178,10 @@ STREAMS: dict[str, typing.Callable[[Dataset, ScenarioSpec], Stream]] = {
 }
 
 
-def build_scenario(spec: ScenarioSpec, data_root: str | os.PathLike | None = None) -> Scenario:
-    """Load the spec's dataset and cut it with the spec's protocol."""
-    dataset = load_dataset(spec.dataset, data_root)
+def build_scenario(spec: ScenarioSpec, data_root: str | os.PathLike | None = None,
+                   cache_dir: str | os.PathLike | None = None) -> Scenario:
+    """Load the spec's dataset (caches in `cache_dir` if given) and cut it with the spec's protocol."""
+    dataset = load_dataset(spec.dataset, data_root, cache_dir)
     if spec.partition == "pooled":
         dataset = pooled_split(dataset)
     return Scenario(spec, dataset, STREAMS[spec.protocol](dataset, spec))

@@ -32,7 +32,7 @@ from clbench.errors import ClbenchError
 from clbench.learner import Context, ExperienceInfo, Learner
 from clbench.runner import _backbone_factory, seed_everything
 
-__all__ = ["CHECKS", "FEATURE_DIM", "IMAGE_SHAPE", "NUM_CLASSES", "LearnerCheckFailed", "check_learner",
+__all__ = ["CHECKS", "Check", "FEATURE_DIM", "IMAGE_SHAPE", "NUM_CLASSES", "LearnerCheckFailed", "check_learner",
            "learner_checks"]
 
 IMAGE_SHAPE = (3, 8, 8)
@@ -130,7 +130,7 @@ class _Harness:
             self.fail(f"predict() returned scores on {scores.device}, not on the context's device {self.context.device}")
         if not torch.isfinite(scores).all():
             self.fail(f"predict() returned {int((~torch.isfinite(scores)).sum())} non-finite scores (NaN or inf)")
-        return scores
+        return scores.detach().clone()  # the learner may hand out (and later update) an internal buffer
 
     def same(self, a: torch.Tensor, b: torch.Tensor, what: str, exact: bool = True) -> None:
         ok = torch.equal(a, b) if exact else torch.allclose(a.double(), b.double(), rtol=1e-4, atol=1e-5)
@@ -225,7 +225,7 @@ def _state_roundtrip(h: _Harness) -> None:
     except LearnerCheckFailed:
         raise
     except Exception as exc:
-        detail = next((line.strip() for line in str(exc).splitlines() if "Unsupported" in line), str(exc).splitlines()[0])
+        detail = next((line.strip() for line in str(exc).splitlines() if "Unsupported" in line), (str(exc).splitlines() or [type(exc).__name__])[0])
         raise LearnerCheckFailed(f"{h.check}: state_dict() does not survive torch.save + torch.load(weights_only=True) "
                                  f"(only tensors and plain Python values are allowed): {detail}") from exc
     fresh = h.make()
@@ -371,6 +371,11 @@ def _merge(h: _Harness) -> None:
            exact=False)
 
 
+class _IllTyped:
+    def __repr__(self) -> str:
+        return "<object of no declared type>"
+
+
 @_check("hyperparameters")
 def _hyperparameters(h: _Harness) -> None:
     """Defaults construct; unknown keywords and ill-typed values are ClbenchErrors naming the parameter."""
@@ -399,11 +404,6 @@ def _hyperparameters(h: _Harness) -> None:
             bad_values.append("not-a-valid-value")  # what a mistyped command line gives
         for bad in bad_values:
             rejected({**h.hp, name: bad}, name, f"the ill-typed value {bad!r} for '{name}' ({hp.describe()})")
-
-
-class _IllTyped:
-    def __repr__(self) -> str:
-        return "<object of no declared type>"
 
 
 @_check("episode_restore")
@@ -438,15 +438,21 @@ def _episode_restore(h: _Harness) -> None:
 
 
 # ---- public entry points -------------------------------------------------------------------------
-def _run(check: Check, learner_cls: type[Learner], hyperparameters: dict[str, Any]) -> None:
-    """Run one check; the caller's random states (Python, NumPy, torch) are left as they were."""
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    try:
-        with torch.random.fork_rng(devices=[]):
-            check.run(_Harness(check.name, learner_cls, hyperparameters))
-    finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
+def _bind(check: Check, learner_cls: type[Learner], hyperparameters: dict[str, Any]) -> Callable[[], None]:
+    def run() -> None:
+        """Run the check single-threaded (tiny data); the caller's random states and thread count are kept."""
+        python_state, numpy_state, threads = random.getstate(), np.random.get_state(), torch.get_num_threads()
+        try:
+            torch.set_num_threads(1)
+            with torch.random.fork_rng(devices=[]):
+                check.run(_Harness(check.name, learner_cls, hyperparameters))
+        finally:
+            torch.set_num_threads(threads)
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+    run.__name__ = learner_cls.__name__  # pytest ids: "<check name>-<learner class>"
+    return run
 
 
 def learner_checks(learner_cls: type[Learner], /, **hyperparameters: Any) -> list[tuple[str, Callable[[], None]]]:
@@ -454,8 +460,7 @@ def learner_checks(learner_cls: type[Learner], /, **hyperparameters: Any) -> lis
     `@pytest.mark.parametrize("name,check", learner_checks(MyLearner))`."""
     if not (isinstance(learner_cls, type) and issubclass(learner_cls, Learner)):
         raise LearnerCheckFailed(f"class_attributes: {learner_cls!r} is not a subclass of clbench.Learner")
-    return [(c.name, functools.partial(_run, c, learner_cls, dict(hyperparameters)))
-            for c in CHECKS.values() if c.applies(learner_cls)]
+    return [(c.name, _bind(c, learner_cls, dict(hyperparameters))) for c in CHECKS.values() if c.applies(learner_cls)]
 
 
 def check_learner(learner_cls: type[Learner], /, **hyperparameters: Any) -> None:

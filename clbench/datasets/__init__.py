@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from pathlib import Path
 
@@ -30,9 +31,14 @@ def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
     return Path.home() / ".cache" / "clbench"
 
 
-def load_dataset(name: str, data_root: str | os.PathLike | None = None) -> Dataset:
-    """Load a dataset by name from the data root."""
+def load_dataset(name: str, data_root: str | os.PathLike | None = None,
+                 cache_dir: str | os.PathLike | None = None) -> Dataset:
+    """Load a dataset by name from the data root; prepared caches go to `cache_dir` when given
+    (for a read-only data root), else next to the data."""
     if name not in SOURCES:
         raise ClbenchError(f"unknown dataset '{name}' (known: {', '.join(sorted(SOURCES))})")
     module, _, function = SOURCES[name].partition(":")
-    return getattr(importlib.import_module(module), function)(resolve_data_root(data_root))
+    load = getattr(importlib.import_module(module), function)
+    if cache_dir is not None and "cache_dir" in inspect.signature(load).parameters:
+        return load(resolve_data_root(data_root), cache_dir=Path(cache_dir))
+    return load(resolve_data_root(data_root))
