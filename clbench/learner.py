@@ -7,6 +7,7 @@ import functools
 import inspect
 import os
 import sys
+import types
 import typing
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Literal
@@ -22,8 +23,8 @@ class Context:
     """What the runner tells a learner about the run.
 
     `input_shape` is (C, H, W) for `wants = "images"` and (D,) for `wants = "features"`;
-    `backbone(name=None)` builds a fresh network (the run's backbone by default) whose output
-    size is its `out_dim` attribute.
+    `backbone(name=None)` builds a fresh network (the run's backbone by default) for the
+    scenario's images, whatever the learner wants; its output size is its `out_dim` attribute.
     """
 
     device: torch.device
@@ -84,10 +85,10 @@ class Learner:
     cumulative: ClassVar[bool] = False
     """Runner capability: if True, each experience is trained on the union of all data seen so far."""
 
-    def __init__(self, context: Context) -> None:
+    def __init__(self, context: Context, **hyperparameters: Any) -> None:
+        if "config" not in vars(self):  # a subclass without its own __init__: validate here
+            self.config: dict[str, Any] = validate(type(self), hyperparameters)
         self.context = context
-        if "config" not in vars(self):
-            self.config: dict[str, Any] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -114,7 +115,11 @@ class Learner:
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to restore the learner: tensors and plain Python values only."""
+        """Everything needed to restore the learner: tensors and plain Python values only.
+
+        Like `nn.Module.state_dict`, the tensors may share memory with the live learner: whoever
+        keeps a snapshot copies it (the runner does).
+        """
         return {name: module.state_dict() for name, module in self.modules().items()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -164,13 +169,16 @@ def _declared(cls: type) -> tuple[tuple[str, Hyperparameter], ...]:
 
 def annotation_kind(annotation: Any) -> tuple[type, tuple[Any, ...] | None]:
     """The base type and the `Literal` choices (if any) of a type annotation."""
-    if typing.get_origin(annotation) is Literal:
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
         choices = typing.get_args(annotation)
         return type(choices[0]), choices
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if args:  # Optional[X] / X | None
-        return annotation_kind(args[0])
-    return (annotation if isinstance(annotation, type) else object), None
+    if origin in (typing.Union, types.UnionType):  # Optional[X] / X | None: the first non-None member
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return annotation_kind(args[0]) if len(args) == 1 else (object, None)
+    if origin is not None:  # tuple[int, ...], list[str], ...: check the container type only
+        return origin, None
+    return (annotation if isinstance(annotation, type) and annotation is not Any else object), None
 
 
 def coerce(learner: str, hp: Hyperparameter, value: Any) -> Any:
@@ -186,7 +194,7 @@ def coerce(learner: str, hp: Hyperparameter, value: Any) -> Any:
         ok = hp.type is object or (isinstance(value, hp.type) and not (hp.type is int and isinstance(value, bool)))
         if value is None and hp.default is None:
             ok = True
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, TypeError):
         ok = False
     if ok and hp.choices is not None and value not in hp.choices:
         ok = False

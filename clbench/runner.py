@@ -122,9 +122,10 @@ class _Inputs:
         return self.normalise(x)
 
 
-def _guard(learner: Learner, method: str, experience: int, fn: Callable[..., Any], *args: Any) -> Any:
+def _guard(learner: Learner | type[Learner], method: str, experience: int, fn: Callable[..., Any], *args: Any,
+           **kwargs: Any) -> Any:
     try:
-        return fn(*args)
+        return fn(*args, **kwargs)
     except ClbenchError:
         raise
     except Exception as exc:  # a plugin's bug is reported, not shown as our traceback
@@ -158,7 +159,7 @@ def run(
         backbone=functools.partial(_backbone_factory, spec.backbone, inputs.image_shape),
         n_experiences=len(stream.experiences),
     )
-    learner = learner_cls(context, **(config or {}))
+    learner = _guard(learner_cls, "__init__", 0, learner_cls, context, **(config or {}))
     evaluator = _Evaluator(scenario, inputs, learner)
     untrained = evaluator.accuracies(-1) if stream.reports_forward_transfer else None
 

@@ -127,7 +127,8 @@ class _Harness:
             self.fail(f"predict() returned shape {tuple(scores.shape)} for a batch of {len(x)}; "
                       f"expected {expected} = (batch, context.num_classes)")
         if scores.device != self.context.device:
-            self.fail(f"predict() returned scores on {scores.device}, not on the context's device {self.context.device}")
+            self.fail(f"predict() returned scores on {scores.device}, not on the context's device "
+                      f"{self.context.device}")
         if not torch.isfinite(scores).all():
             self.fail(f"predict() returned {int((~torch.isfinite(scores)).sum())} non-finite scores (NaN or inf)")
         return scores.detach().clone()  # the learner may hand out (and later update) an internal buffer
@@ -225,7 +226,8 @@ def _state_roundtrip(h: _Harness) -> None:
     except LearnerCheckFailed:
         raise
     except Exception as exc:
-        detail = next((line.strip() for line in str(exc).splitlines() if "Unsupported" in line), (str(exc).splitlines() or [type(exc).__name__])[0])
+        lines = str(exc).splitlines() or [type(exc).__name__]
+        detail = next((line.strip() for line in lines if "Unsupported" in line), lines[0])
         raise LearnerCheckFailed(f"{h.check}: state_dict() does not survive torch.save + torch.load(weights_only=True) "
                                  f"(only tensors and plain Python values are allowed): {detail}") from exc
     fresh = h.make()
@@ -358,7 +360,8 @@ def _merge(h: _Harness) -> None:
         before = [h.predict(o, x, h.task(0)) for o in others]
         h.call(learner, "merge", others)
         for name, other, prediction in zip(senders, others, before):
-            h.same(prediction, h.predict(other, x, h.task(0)), f"{receiver}.merge([{', '.join(senders)}]) changed {name}")
+            h.same(prediction, h.predict(other, x, h.task(0)),
+                   f"{receiver}.merge([{', '.join(senders)}]) changed {name}, which it must only read")
         return h.predict(learner, x, h.task(0))
 
     abc = merged("A", "B", "C")
@@ -395,7 +398,8 @@ def _hyperparameters(h: _Harness) -> None:
             h.fail(f"{what} raised {type(exc).__name__} ({exc}), not a ClbenchError naming '{name}'")
         h.fail(f"{what} was accepted; expected a ClbenchError naming '{name}'")
 
-    rejected({**h.hp, "no_such_hyperparameter": 1}, "no_such_hyperparameter", "an unknown keyword 'no_such_hyperparameter'")
+    bogus = "no_such_hyperparameter"
+    rejected({**h.hp, bogus: 1}, bogus, f"an unknown keyword '{bogus}'")
     for name, hp in h.cls.hyperparameters().items():
         if hp.type is object:
             continue  # declared as accepting anything

@@ -261,3 +261,14 @@ def test_broken_learner_fails_its_check(cls: type[Learner], check: str, reason: 
 
 def test_every_check_is_shown_to_fail() -> None:
     assert {check for _, check, _ in BROKEN} == set(CHECKS)
+
+
+def test_readme_plugin_passes_the_conformance_suite(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", readme.split("## Writing your own learner", 1)[1], re.S).group(1)
+    namespace: dict = {}
+    exec(compile(code, "my_learner.py", "exec"), namespace)
+    check_learner(namespace["LinearProbe"], lr=0.05)

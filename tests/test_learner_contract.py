@@ -67,3 +67,28 @@ def test_module_colon_class_lookup():
         get_learner("no_such_module_xyz:Thing")
     with pytest.raises(ClbenchError, match="not a subclass of clbench.Learner"):
         get_learner("collections:OrderedDict")
+
+
+def test_annotations_of_every_kind():
+    from typing import Any, Optional
+
+    class Kinds(Learner):
+        name = "kinds"
+
+        def __init__(self, context, *, anything: Any = None, sizes: tuple[int, ...] = (1, 2),
+                     maybe: Optional[float] = None, tags: "list[str] | None" = None):
+            super().__init__(context)
+
+    assert Kinds(CTX).config == {"anything": None, "sizes": (1, 2), "maybe": None, "tags": None}
+    assert Kinds(CTX, anything=object, sizes=(3,), maybe="0.5", tags=["a"]).config["maybe"] == 0.5
+    with pytest.raises(ClbenchError, match="'sizes' got 3; accepted: tuple"):
+        Kinds(CTX, sizes=3)
+
+
+def test_learner_without_own_init_rejects_keywords():
+    class Bare(Learner):
+        name = "bare"
+
+    assert Bare(CTX).config == {}
+    with pytest.raises(ClbenchError, match="learner 'bare' has no hyper-parameter 'lr'; accepted: none"):
+        Bare(CTX, lr=0.1)

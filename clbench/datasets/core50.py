@@ -52,7 +52,8 @@ class _DataUnpickler(pickle.Unpickler):
 
     ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"),
                ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
+               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"), ("_codecs", "encode")}
 
     def find_class(self, module: str, name: str) -> object:
         if (module, name) not in self.ALLOWED:
@@ -68,7 +69,8 @@ def read_pickle(path: Path) -> object:
     except FileNotFoundError:
         raise ClbenchError(f"CoRe50 file {path} not found: download it from {URL}") from None
     except Exception as e:  # truncated or foreign pickles raise many types
-        raise ClbenchError(f"CoRe50 file {path} is corrupt ({type(e).__name__}: {e}): download it again from {URL}") from None
+        why = " ".join(f"{type(e).__name__}: {e}".split())
+        raise ClbenchError(f"CoRe50 file {path} is corrupt ({why}): download it again from {URL}") from None
 
 
 def _text(item: object) -> str | None:
@@ -124,8 +126,10 @@ def read_runs(path: Path) -> dict[str, list[list[np.ndarray]]]:
         runs[scenario] = []
         for r, batches in enumerate(value):
             if not isinstance(batches, (list, tuple)) or len(batches) < 2:
-                raise ClbenchError(f"CoRe50 file {path} is corrupt ('{scenario}' run {r} is not batch lists + a test list)")
-            runs[scenario].append([_int_array(b, f"'{scenario}' run {r} batch {i}", path) for i, b in enumerate(batches)])
+                raise ClbenchError(f"CoRe50 file {path} is corrupt ('{scenario}' run {r} is not batch lists "
+                                   "+ a test list)")
+            runs[scenario].append([_int_array(b, f"'{scenario}' run {r} batch {i}", path)
+                                   for i, b in enumerate(batches)])
     return runs
 
 
@@ -152,7 +156,8 @@ def official_lists(folder: Path, objects: np.ndarray) -> dict[str, object]:
             if shapes != [[len(b) for b in run] for run in lup[scenario]]:
                 raise ClbenchError(f"CoRe50 file {labels_file} does not match {lup_file} ('{scenario}' runs or "
                                    "batches differ in length): use files of the same release")
-            if any(not np.array_equal(lab, objects[idx]) for run, lrun in zip(runs, lup[scenario]) for lab, idx in zip(run, lrun)):
+            pairs = ((lab, idx) for run, lup_run in zip(runs, lup[scenario]) for lab, idx in zip(run, lup_run))
+            if any(not np.array_equal(lab, objects[idx]) for lab, idx in pairs):
                 differ[scenario] = runs
         if differ:
             lists["labels"] = differ
@@ -193,13 +198,17 @@ def check_pngs(folder: Path, rel: np.ndarray, session: np.ndarray, obj: np.ndarr
                            f"{missing[0]}: extract core50_128x128.zip from {URL} there")
 
 
+def _npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype]:
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read(f)
+
+
 def npz_header(path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
     """(shape, fortran_order, dtype) of the array `x` in core50_imgs.npz, read without loading it."""
     try:
         with zipfile.ZipFile(path) as zf, zf.open("x.npy") as f:
-            version = np.lib.format.read_magic(f)
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            return read(f)
+            return _npy_header(f)
     except KeyError:
         raise ClbenchError(f"CoRe50 file {path} has no array 'x': download it again from {URL}") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
@@ -207,6 +216,7 @@ def npz_header(path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
 
 
 def check_npz(path: Path, n_paths: int) -> None:
+    """A one-line error unless the npz holds uint8 `n_paths` x 128 x 128 x 3."""
     shape, fortran, dtype = npz_header(path)
     expected = (n_paths, SIZE, SIZE, 3)
     if tuple(shape) != expected or dtype != np.uint8 or fortran:
@@ -220,8 +230,7 @@ def fill_from_npz(path: Path, rows: np.ndarray, out: np.ndarray) -> None:
     target[rows] = np.arange(len(rows))
     row_bytes = SIZE * SIZE * 3
     with zipfile.ZipFile(path) as zf, zf.open("x.npy") as f:
-        version = np.lib.format.read_magic(f)
-        (np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0)(f)
+        _npy_header(f)
         for start in range(0, len(target), NPZ_ROWS):
             sel = target[start : start + NPZ_ROWS]
             buf = f.read(len(sel) * row_bytes)

@@ -21,7 +21,7 @@ import dataclasses
 import numpy as np
 
 from clbench.datasets.arrays import Dataset, LabeledArrays
-from clbench.datasets.core50 import TRAIN_SESSIONS, URL
+from clbench.datasets.core50 import CATEGORY_NAMES, TRAIN_SESSIONS, URL
 from clbench.errors import ClbenchError
 from clbench.protocols.stream import Experience, Stream
 
@@ -46,6 +46,7 @@ def category_level(dataset: Dataset) -> Dataset:
     """The same images and metadata with labels = category (0..9) and the 10 category names."""
     train, _ = _partitions(dataset)
     names = tuple(dict.fromkeys(name.rstrip("0123456789") for name in train.class_names))
+    names = names if len(names) == len(CATEGORY_NAMES) else CATEGORY_NAMES
     partitions = {
         key: dataclasses.replace(part, labels=_labels(part, True), class_names=names)
         for key, part in dataset.partitions.items()
@@ -53,16 +54,21 @@ def category_level(dataset: Dataset) -> Dataset:
     return Dataset(name=f"{dataset.name}-category", partitions=partitions, index_lists=dataset.index_lists)
 
 
-def _rows(path_index: np.ndarray, wanted: np.ndarray, what: str) -> np.ndarray:
-    """Rows of a partition whose `path_index` are `wanted` (in the order of `wanted`)."""
+def _locator(path_index: np.ndarray):
+    """A function mapping paths.pkl indices to the rows of the partition that holds them (else an error)."""
     order = np.argsort(path_index, kind="stable")
-    sorted_index = path_index[order]
-    pos = np.minimum(np.searchsorted(sorted_index, wanted), max(len(order) - 1, 0))
-    found = (sorted_index[pos] == wanted) if len(order) else np.zeros(len(wanted), dtype=bool)
-    if not found.all():
-        raise ClbenchError(f"{what} names paths.pkl row {int(wanted[~found][0])}, which is not in that partition: "
-                           "LUP.pkl and paths.pkl must come from the same release")
-    return order[pos]
+    sorted_index = np.asarray(path_index)[order]
+
+    def rows(wanted: np.ndarray, what: str) -> np.ndarray:
+        pos = np.searchsorted(sorted_index, wanted)
+        found = pos < len(order)
+        found[found] = sorted_index[pos[found]] == wanted[found]
+        if not found.all():
+            raise ClbenchError(f"{what} names paths.pkl row {int(wanted[~found][0])}, which is not in that "
+                               "partition: LUP.pkl and paths.pkl must come from the same release")
+        return order[pos]
+
+    return rows
 
 
 def official_run(dataset: Dataset, scenario: str, run: int) -> tuple[list[np.ndarray], np.ndarray]:
@@ -80,12 +86,12 @@ def official_run(dataset: Dataset, scenario: str, run: int) -> tuple[list[np.nda
         raise ClbenchError(f"LUP.pkl '{scenario}' run {run} has {len(batches)} batches, expected "
                            f"{BATCHES[scenario]}: use the official LUP.pkl")
     where = f"LUP.pkl '{scenario}' run {run}"
-    train_rows = [_rows(train.metadata["path_index"], np.asarray(b, dtype=np.int64), f"{where} batch {i}")
-                  for i, b in enumerate(batches)]
+    train_locate = _locator(train.metadata["path_index"])
+    train_rows = [train_locate(np.asarray(b, dtype=np.int64), f"{where} batch {i}") for i, b in enumerate(batches)]
     for i, rows in enumerate(train_rows):
         if not len(rows):
             raise ClbenchError(f"{where} batch {i} is empty: use the official LUP.pkl")
-    test_rows = _rows(test.metadata["path_index"], np.asarray(test_list, dtype=np.int64), f"{where} test list")
+    test_rows = _locator(test.metadata["path_index"])(np.asarray(test_list, dtype=np.int64), f"{where} test list")
     return train_rows, np.sort(test_rows)
 
 
@@ -107,7 +113,7 @@ def core50_ni(dataset: Dataset, run: int | None = None, category: bool = False) 
     else:
         batches, test_rows = official_run(dataset, "ni", run)
     y = _labels(train, category)
-    n_classes = 10 if category else dataset.num_classes
+    n_classes = len(CATEGORY_NAMES) if category else dataset.num_classes
     experiences = tuple(Experience(i, tuple(int(c) for c in np.unique(y[rows])), rows.astype(np.int64), test_rows)
                         for i, rows in enumerate(batches))
     return Stream("core50-ni", tuple(range(n_classes)), experiences, mask="all")

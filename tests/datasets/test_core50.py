@@ -146,6 +146,16 @@ def test_official_lists_are_carried_as_int64_arrays(root: Path):
     assert [b.tolist() for b in data.index_lists["labels"]["nc"][1]] == labels["nc"][1]
 
 
+def test_lup_pickled_as_numpy_arrays_reads_the_same(root: Path):
+    before = core50.load(root).index_lists
+    runs = core50.read_pickle(root / "core50" / "LUP.pkl")
+    dump(root / "core50" / "LUP.pkl", {k: [[np.array(b, dtype=np.int32) for b in run] for run in v] for k, v in runs.items()})
+    after = core50.load(root).index_lists
+    for scenario, runs in before["lup"].items():
+        for run, other in zip(runs, after["lup"][scenario]):
+            assert all(np.array_equal(a, b) and b.dtype == np.int64 for a, b in zip(run, other))
+
+
 def test_cache_is_built_once_and_reused(root: Path):
     first = core50.load(root)
     caches = sorted((root / "core50" / "prepared").glob("*.npy"))
