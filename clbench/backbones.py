@@ -53,3 +53,13 @@ def make_backbone(name: str, input_shape: tuple[int, ...], **kwargs: Any) -> nn.
     model = timm.create_model(name, pretrained=False, num_classes=0, in_chans=input_shape[0], **kwargs)
     model.out_dim = model.num_features
     return model
+
+
+def backbone_factory(default: str, input_shape: tuple[int, ...]) -> Callable[..., nn.Module]:
+    """What `Context.backbone` is: `factory(name=None, **kwargs)` builds `name` (else `default`)
+    for inputs of `input_shape`."""
+
+    def factory(name: str | None = None, **kwargs: Any) -> nn.Module:
+        return make_backbone(name or default, input_shape, **kwargs)
+
+    return factory

@@ -5,7 +5,6 @@ The runner never knows which learner it drives: it only uses the `Learner` contr
 
 from __future__ import annotations
 
-import functools
 import random
 import time
 import warnings
@@ -17,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from clbench.augment import random_crop_flip, resize
-from clbench.backbones import make_backbone
+from clbench.backbones import backbone_factory, make_backbone
 from clbench.device import peak_memory_mb, reset_peak_memory, resolve_device, synchronize
 from clbench.errors import ClbenchError
 from clbench.learner import Context, ExperienceInfo, Learner
@@ -156,7 +155,7 @@ def run(
         num_classes=scenario.dataset.num_classes,
         input_shape=inputs.input_shape,
         seed=seed,
-        backbone=functools.partial(_backbone_factory, spec.backbone, inputs.image_shape),
+        backbone=backbone_factory(spec.backbone, inputs.image_shape),
         n_experiences=len(stream.experiences),
     )
     learner = _guard(learner_cls, "__init__", 0, learner_cls, context, **(config or {}))
@@ -205,10 +204,6 @@ def run(
         n_parameters=learner.n_parameters(),
         device=_device_name(device),
     )
-
-
-def _backbone_factory(default: str, image_shape: tuple[int, ...], name: str | None = None, **kwargs: Any):
-    return make_backbone(name or default, image_shape, **kwargs)
 
 
 def _device_name(device: torch.device) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import io
 import random
 from dataclasses import dataclass
@@ -30,7 +29,8 @@ import torch
 
 from clbench.errors import ClbenchError
 from clbench.learner import Context, ExperienceInfo, Learner
-from clbench.runner import _backbone_factory, seed_everything
+from clbench.backbones import backbone_factory
+from clbench.runner import seed_everything
 
 __all__ = ["CHECKS", "Check", "FEATURE_DIM", "IMAGE_SHAPE", "NUM_CLASSES", "LearnerCheckFailed", "check_learner",
            "learner_checks"]
@@ -53,7 +53,7 @@ class _Harness:
         self.check, self.cls, self.hp = check, cls, hyperparameters
         shape = input_shape or ((FEATURE_DIM,) if cls.wants == "features" else IMAGE_SHAPE)
         self.context = Context(device=torch.device("cpu"), num_classes=NUM_CLASSES, input_shape=shape, seed=SEED,
-                               backbone=functools.partial(_backbone_factory, "mlp", IMAGE_SHAPE), n_experiences=3)
+                               backbone=backbone_factory("mlp", IMAGE_SHAPE), n_experiences=3)
         self.prototypes = torch.randn(NUM_CLASSES, *shape, generator=torch.Generator().manual_seed(12345))
 
     def fail(self, message: str) -> NoReturn:

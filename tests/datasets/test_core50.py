@@ -149,7 +149,8 @@ def test_official_lists_are_carried_as_int64_arrays(root: Path):
 def test_lup_pickled_as_numpy_arrays_reads_the_same(root: Path):
     before = core50.load(root).index_lists
     runs = core50.read_pickle(root / "core50" / "LUP.pkl")
-    dump(root / "core50" / "LUP.pkl", {k: [[np.array(b, dtype=np.int32) for b in run] for run in v] for k, v in runs.items()})
+    as_arrays = {k: [[np.array(b, dtype=np.int32) for b in run] for run in v] for k, v in runs.items()}
+    dump(root / "core50" / "LUP.pkl", as_arrays)
     after = core50.load(root).index_lists
     for scenario, runs in before["lup"].items():
         for run, other in zip(runs, after["lup"][scenario]):
