@@ -15,6 +15,7 @@ from clbench.datasets import Dataset, load_dataset
 from clbench.errors import ClbenchError
 from clbench.learner import Hyperparameter, annotation_kind, coerce
 from clbench.protocols import Stream, resolve_class_order, split_by_class
+from clbench.protocols import core50
 from clbench.protocols.repartition import pooled_split
 from clbench.protocols.sessions import stream_from_sessions
 
@@ -50,6 +51,10 @@ class ScenarioSpec:
     crop_padding: int = 4
     partition: Literal["standard", "pooled"] = "standard"
     """"pooled": pool all partitions and send the last sixth of each class to test (split-miniimagenet)."""
+    level: Literal["object", "category"] = "object"
+    """CoRe50: classify the 50 objects, or their 10 categories."""
+    run: int = -1
+    """CoRe50 official LUP run: NC/NIC use run 0 when -1; NI uses the fixed session order when -1."""
     online: bool = False
     """Single pass (epochs must be 1) in mini-batches of `batch_size`."""
     task_boundaries: bool = True
@@ -164,17 +169,27 @@ def _class_split(dataset: Dataset, spec: ScenarioSpec) -> Stream:
 def _sessions(dataset: Dataset, spec: ScenarioSpec) -> Stream:
     if "sessions" not in dataset.index_lists:
         raise ClbenchError(f"scenario '{spec.name}': dataset '{dataset.name}' ships no session lists")
-    if len(dataset.index_lists["sessions"]) != spec.n_experiences:
-        raise ClbenchError(f"scenario '{spec.name}' expects {spec.n_experiences} sessions, "
-                           f"the data has {len(dataset.index_lists['sessions'])}")
     return stream_from_sessions(dataset.partition("train").labels, dataset.partition("test").labels,
                                 dataset.index_lists["sessions"], protocol=spec.protocol)
+
+
+def _core50(kind: str) -> typing.Callable[[Dataset, ScenarioSpec], Stream]:
+    def build(dataset: Dataset, spec: ScenarioSpec) -> Stream:
+        category = spec.level == "category"
+        if kind == "ni":
+            return core50.core50_ni(dataset, None if spec.run < 0 else spec.run, category)
+        return getattr(core50, f"core50_{kind}")(dataset, max(spec.run, 0), category)
+
+    return build
 
 
 STREAMS: dict[str, typing.Callable[[Dataset, ScenarioSpec], Stream]] = {
     "class-incremental": _class_split,
     "task-incremental": _class_split,
     "fscil": _sessions,
+    "core50-ni": _core50("ni"),
+    "core50-nc": _core50("nc"),
+    "core50-nic": _core50("nic"),
 }
 
 
@@ -184,4 +199,12 @@ def build_scenario(spec: ScenarioSpec, data_root: str | os.PathLike | None = Non
     dataset = load_dataset(spec.dataset, data_root, cache_dir)
     if spec.partition == "pooled":
         dataset = pooled_split(dataset)
-    return Scenario(spec, dataset, STREAMS[spec.protocol](dataset, spec))
+    stream = STREAMS[spec.protocol](dataset, spec)
+    if len(stream.experiences) != spec.n_experiences:
+        raise ClbenchError(f"scenario '{spec.name}' expects {spec.n_experiences} experiences, "
+                           f"the '{spec.protocol}' stream of this data has {len(stream.experiences)}")
+    if spec.level == "category":
+        if not spec.protocol.startswith("core50"):
+            raise ClbenchError(f"scenario '{spec.name}': level = 'category' exists for CoRe50 only")
+        dataset = core50.category_level(dataset)
+    return Scenario(spec, dataset, stream)

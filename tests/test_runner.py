@@ -159,3 +159,19 @@ def test_online_scenario_refuses_an_offline_learner():
         runner.run(make_scenario(online=True), get_learner("joint"), progress=False)
     with pytest.raises(ClbenchError, match="epochs must be 1"):
         make_scenario(online=True, epochs=3)
+
+
+def test_class_incremental_scores_the_test_union_once_per_evaluation():
+    class Counts(FavoursHighestClass):
+        name = "counts"
+        predicted = []
+
+        def predict(self, x, task):
+            Counts.predicted.append(len(x))
+            return super().predict(x, task)
+
+    runner.run(make_scenario(n_classes=6, n_experiences=3, test_per_class=2), Counts, progress=False)
+    assert Counts.predicted == [12, 12, 12]  # one pass over all 12 test samples after each experience
+    Counts.predicted.clear()
+    runner.run(make_scenario(n_classes=6, n_experiences=3, test_per_class=2, task_incremental=True), Counts, progress=False)
+    assert Counts.predicted == [4] * 12  # task-incremental: per experience (task id), untrained pass included

@@ -19,6 +19,7 @@ SOURCES: dict[str, str] = {
     "cifar100-fscil": "clbench.datasets.fscil_splits:load_cifar100_fscil",
     "mini-imagenet": "clbench.datasets.miniimagenet:load",
     "mini-imagenet-fscil": "clbench.datasets.fscil_splits:load_miniimagenet_fscil",
+    "core50": "clbench.datasets.core50:load",
 }
 
 

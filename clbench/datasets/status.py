@@ -1,8 +1,8 @@
 """What data is on disk and in which state; building the prepared caches on request (`clbench data`).
 
 Each dataset has a check `(root, cache_dir) -> entry` and optionally a preparer `(root, cache_dir) -> None`.
-An entry is `{"name", "state", "path", "detail"}` with state in STATES. To add a dataset (e.g. core50),
-call `register("core50", check, prepare)` from its module or add it to CHECKS / PREPARERS below.
+An entry is `{"name", "state", "path", "detail"}` with state in STATES. To add a dataset, add it to
+CHECKS / PREPARERS below (or call `register`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from clbench.datasets import cifar100, fscil_splits, miniimagenet
+from clbench.datasets import cifar100, core50, fscil_splits, miniimagenet
 from clbench.datasets.cache import cache_state
 from clbench.errors import ClbenchError
 
@@ -140,12 +140,13 @@ CHECKS: dict[str, Check] = {
     "mini-imagenet": _check_miniimagenet,
     "mini-imagenet-fscil": _check_miniimagenet_fscil,
     "fscil-splits": _check_fscil_splits,
-    # "core50": core50 check goes here (or call register() from clbench/datasets/core50.py)
+    "core50": core50.check,
 }
 PREPARERS: dict[str, Prepare] = {
     "cifar100": _prepare_cifar100,
     "mini-imagenet": _prepare_miniimagenet,
     "mini-imagenet-fscil": _prepare_miniimagenet_fscil,
+    "core50": core50.prepare,
 }
 
 

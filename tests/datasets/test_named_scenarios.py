@@ -29,7 +29,16 @@ def _pooled_mini(fmt, root):
         fmt.write_csv(folder / f"{split}.csv", rows)
 
 
+def _core50(fmt, root):
+    from test_core50 import write_core50
+
+    write_core50(root)
+
+
 FIXTURES = {
+    "core50-ni": (_core50, ["--set", "image_size=16"]),
+    "core50-nc": (_core50, ["--set", "image_size=16"]),
+    "core50-nic": (_core50, ["--set", "image_size=16"]),
     "split-cifar100": (lambda fmt, root: fmt.write_cifar100(root), []),
     "split-cifar100-20": (lambda fmt, root: fmt.write_cifar100(root), []),
     "split-cifar100-til": (lambda fmt, root: fmt.write_cifar100(root), []),
