@@ -174,7 +174,7 @@ def states(entries):
 
 def test_status_on_an_empty_root(tmp_path):
     entries = status.report(tmp_path)
-    names = ["cifar100", "mini-imagenet", "mini-imagenet-fscil", "fscil-splits"]
+    names = ["cifar100", "mini-imagenet", "mini-imagenet-fscil", "fscil-splits", "core50"]
     assert states(entries) == dict.fromkeys(names, "missing")
     assert all(set(e) == {"name", "state", "path", "detail"} and "\n" not in e["detail"] for e in entries)
 
@@ -183,7 +183,8 @@ def test_status_present_prepare_prepared(fscil_root, fmt):
     fmt.write_cifar100(fscil_root)
     fmt.write_miniimagenet(fscil_root)
     assert states(status.report(fscil_root)) == {
-        "cifar100": "present", "mini-imagenet": "present", "mini-imagenet-fscil": "present", "fscil-splits": "present"}
+        "cifar100": "present", "mini-imagenet": "present", "mini-imagenet-fscil": "present", "fscil-splits": "present",
+        "core50": "missing"}
     entries = status.prepare(fscil_root, ["mini-imagenet", "mini-imagenet-fscil"])
     assert states(entries) == {"mini-imagenet": "prepared", "mini-imagenet-fscil": "prepared"}
     assert "md5 differs" in status.report(fscil_root, ["cifar100"])[0]["detail"]
