@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -74,6 +75,8 @@ def _leaderboard_option(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `clbench` command; returns the exit status."""
     args = _parser().parse_args(argv)
+    if not args.debug:
+        warnings.formatwarning = lambda message, *_, **__: f"clbench: warning: {message}\n"
     try:
         return {"list": _list, "run": _run, "data": _data, "leaderboard": _leaderboard}[args.command](args)
     except ClbenchError as exc:

@@ -94,10 +94,13 @@ def cached_uint8(path: Path, shape: tuple[int, ...], fill: Callable[[np.ndarray]
     if 0 in shape:  # nothing to cache (and an empty array cannot be memory-mapped)
         return np.empty(shape, dtype=np.uint8)
     try:
+        if _marked_read_only(path.parent):
+            raise PermissionError("the folder is marked read-only")
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
-        warnings.warn(f"cannot write the prepared cache {path} ({e}); decoding in memory for this run", stacklevel=2)
+        warnings.warn(f"cannot write the prepared cache {path} ({e}); decoding in memory for this run "
+                      "(give --cache-dir DIR to keep prepared caches elsewhere)", stacklevel=2)
         out = np.empty(shape, dtype=np.uint8)
         fill(out)
         return out
@@ -117,6 +120,13 @@ def cached_uint8(path: Path, shape: tuple[int, ...], fill: Callable[[np.ndarray]
         raise
     _fsync_dir(path.parent)
     return _open(path, shape)
+
+
+def _marked_read_only(folder: Path) -> bool:
+    """True if the nearest existing folder has no write permission bit at all: a data folder shared
+    read-only is left alone even by root, whom the kernel would let write."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    return existing is not None and not existing.stat().st_mode & 0o222
 
 
 def _fsync_dir(folder: Path) -> None:

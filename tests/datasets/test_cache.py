@@ -132,3 +132,22 @@ def test_cached_images_decodes_in_order_across_chunks(tmp_path, monkeypatch):
         Image.new("RGB", (8, 8), (i, 2 * i, 3 * i)).save(files[-1])
     out = cached_images(files, tmp_path / "imgs.npy", 8)
     np.testing.assert_array_equal(out[:, :, 0, 0], [[i, 2 * i, 3 * i] for i in range(7)])
+
+
+def test_a_folder_marked_read_only_is_never_written_even_by_root(tmp_path):
+    import os
+
+    import numpy as np
+    import pytest
+
+    from clbench.datasets.cache import cached_uint8
+
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    os.chmod(folder, 0o555)
+    try:
+        with pytest.warns(UserWarning, match="decoding in memory"):
+            out = cached_uint8(folder / "prepared" / "x.npy", (2, 3), lambda a: a.fill(7))
+        assert (out == 7).all() and list(folder.iterdir()) == []
+    finally:
+        os.chmod(folder, 0o755)
