@@ -1,4 +1,5 @@
-"""Train-time augmentation and resizing on the device, batched: no per-sample Python."""
+"""Image transforms on the device, batched (no per-sample Python): normalisation, resizing,
+train-time augmentation."""
 
 from __future__ import annotations
 
@@ -32,3 +33,21 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     if size <= 0 or images.shape[-2:] == (size, size):
         return images
     return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+class ImageTransform:
+    """uint8 N x C x H x W -> float: (x / 255 - mean) / std, then resized to `size` (0 keeps it).
+
+    The statistics live on each device they are used on, created once.
+    """
+
+    def __init__(self, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        self.size, self.mean, self.std = size, tuple(mean), tuple(std)
+        self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if images.device not in self._stats:
+            as_tensor = lambda v: torch.tensor(v, device=images.device).view(1, -1, 1, 1) * 255  # noqa: E731
+            self._stats[images.device] = (as_tensor(self.mean), as_tensor(self.std))
+        mean, std = self._stats[images.device]
+        return resize((images.float() - mean) / std, self.size)

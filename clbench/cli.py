@@ -48,7 +48,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="auto picks CUDA, then MPS, then CPU (default: auto)")
     run.add_argument("--data-root", metavar="DIR", help="data folder (default: $CLBENCH_DATA, else ~/.cache/clbench)")
     run.add_argument("--cache-dir", metavar="DIR", type=Path,
-                     help="where prepared caches go when the data root is read-only (default: next to the data)")
+                     help="where prepared image caches and frozen-encoder features go "
+                          "(default: next to the data, and DATA_ROOT/features)")
+    run.add_argument("--no-feature-cache", action="store_true", help="compute frozen-encoder features in memory only")
+    run.add_argument("--deterministic", action="store_true",
+                     help="use PyTorch's deterministic algorithms (slower on GPU; same seed, same device, same matrix)")
     _leaderboard_option(run)
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -156,7 +160,9 @@ def _run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     from clbench import leaderboard, runner
-    from clbench.device import resolve_device
+    from clbench.datasets import resolve_data_root
+    from clbench.device import resolve_device, set_deterministic
+    from clbench.feature_cache import FeatureCache
     from clbench.learner import get_learner
     from clbench.scenario import ScenarioSpec, build_scenario, load_spec
 
@@ -171,21 +177,32 @@ def _run(args: argparse.Namespace) -> int:
     spec = spec.with_overrides(overrides)
     device = resolve_device(args.device)
     scenario = build_scenario(spec, args.data_root, args.cache_dir)
+    cache = None if args.no_feature_cache else FeatureCache((args.cache_dir or resolve_data_root(args.data_root)) / "features")
+    if args.deterministic:
+        set_deterministic()
 
     table = []
     for cls in learners:
         for seed in seeds:
-            result = runner.run(scenario, cls, configs[cls], seed=seed, device=device, progress=not args.no_progress)
+            result = runner.run(scenario, cls, configs[cls], seed=seed, device=device, progress=not args.no_progress,
+                                feature_cache=cache)
             row = leaderboard.make_row(result, scenario, cls.wants)
             leaderboard.append_rows(path, [row])
             table.append([row["learner"], seed, *(_fmt(row[m]) for m in leaderboard.METRICS),
-                          f"{row['train_seconds']:.2f}", f"{row['eval_seconds']:.2f}"])
+                          f"{row['train_seconds']:.2f}", f"{row['eval_seconds']:.2f}", _features(row)])
     print(f"{spec.display_name} ({scenario.stream.protocol}, {len(scenario.stream.experiences)} experiences, "
           f"fingerprint {scenario.fingerprint[:8]}) on {device}")
-    print(tabulate(table, headers=("learner", "seed", "final acc", "avg inc acc", "forgetting", "BWT", "FWT", "train s", "eval s"),
-                   disable_numparse=True))
+    print(tabulate(table, headers=("learner", "seed", "final acc", "avg inc acc", "forgetting", "BWT", "FWT", "train s",
+                                   "eval s", "features"), disable_numparse=True))
     print(f"\n{len(table)} row(s) appended to {path}")
     return 0
+
+
+def _features(row: dict) -> str:
+    """How a run got its frozen features: cache hit / miss (with seconds), computed in memory, or none."""
+    if row["feature_cache"] in ("hit", "miss"):
+        return f"cache {row['feature_cache']} {row['feature_seconds']:.2f}s"
+    return f"computed {row['feature_seconds']:.2f}s" if row["feature_seconds"] else "-"
 
 
 def _fmt(value: float) -> str:

@@ -26,10 +26,10 @@ DEFAULT_PATH = Path("leaderboard") / "leaderboard.csv"
 
 COLUMNS = (
     "run_id", "created_at", "scenario", "scenario_fingerprint", "scenario_overrides", "protocol",
-    "learner", "learner_config", "backbone", "seed", "n_experiences",
+    "learner", "learner_config", "backbone", "weights", "seed", "n_experiences",
     "final_accuracy", "average_incremental_accuracy", "forgetting", "backward_transfer", "forward_transfer",
     "accuracy_matrix", "accuracy_curve", "untrained_accuracy",
-    "train_seconds", "eval_seconds", "feature_seconds", "samples_per_second",
+    "train_seconds", "eval_seconds", "feature_seconds", "feature_cache", "samples_per_second",
     "peak_memory_mb", "state_mb", "n_parameters", "device", "torch_version", "clbench_version", "status",
 )
 """The documented column order. Readers go by header name, so older files with fewer or
@@ -58,6 +58,7 @@ def make_row(result: RunResult, scenario: Scenario, learner_wants: str) -> dict[
         "learner": result.learner,
         "learner_config": json.dumps(result.config, sort_keys=True),
         "backbone": spec.encoder if learner_wants == "features" else spec.backbone,
+        "weights": result.weights,
         "seed": result.seed,
         "n_experiences": len(result.accuracy_matrix),
         **{k: round(v, 4) for k, v in metrics.summary(result.accuracy_matrix, result.untrained_accuracy).items()},
@@ -67,6 +68,7 @@ def make_row(result: RunResult, scenario: Scenario, learner_wants: str) -> dict[
         "train_seconds": round(result.train_seconds, 4),
         "eval_seconds": round(result.eval_seconds, 4),
         "feature_seconds": round(result.feature_seconds, 4),
+        "feature_cache": result.feature_cache,
         "samples_per_second": round(result.samples_seen / result.train_seconds, 1) if result.train_seconds else math.nan,
         "peak_memory_mb": round(result.peak_memory_mb, 1),
         "state_mb": round(result.state_mb, 4),

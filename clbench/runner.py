@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from clbench.augment import random_crop_flip, resize
-from clbench.backbones import backbone_factory, make_backbone
+from clbench.augment import ImageTransform, random_crop_flip
+from clbench.backbones import backbone_factory, weights_id
+from clbench.feature_cache import FeatureCache, FeatureReport, FrozenEncoder
 from clbench.device import peak_memory_mb, reset_peak_memory, resolve_device, synchronize
 from clbench.errors import ClbenchError
 from clbench.learner import Context, ExperienceInfo, Learner
@@ -40,6 +41,8 @@ class RunResult:
     train_seconds: float
     eval_seconds: float
     feature_seconds: float
+    feature_cache: str
+    weights: str
     samples_seen: int
     peak_memory_mb: float
     state_mb: float
@@ -73,43 +76,35 @@ def _on_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 class _Inputs:
-    """The scenario's data on the device, once: uint8 images normalised per batch, or features."""
+    """The scenario's data, placed once: uint8 images on the device (normalised and augmented per
+    batch there), or the frozen encoder's features (from the feature cache)."""
 
-    def __init__(self, scenario: Scenario, wants: str, device: torch.device, seed: int) -> None:
-        spec = scenario.spec
-        self.spec = spec
+    def __init__(self, scenario: Scenario, wants: str, device: torch.device, seed: int,
+                 cache: FeatureCache | None) -> None:
+        spec = self.spec = scenario.spec
         self.augment_generator = torch.Generator().manual_seed(seed + 1)
-        train, test = scenario.dataset.partition("train"), scenario.dataset.partition("test")
-        self.y_train = _on_device(train.labels, device)
-        self.y_test = _on_device(test.labels, device)
-        images = {"train": _on_device(train.images, device), "test": _on_device(test.images, device)}
-        channels = images["train"].shape[1]
+        parts = {"train": scenario.dataset.partition("train"), "test": scenario.dataset.partition("test")}
+        self.y_train, self.y_test = (_on_device(parts[k].labels, device) for k in ("train", "test"))
+        channels = parts["train"].images.shape[1]
         if len(spec.mean) not in (1, channels) or len(spec.std) not in (1, channels):
             raise ClbenchError(f"scenario '{spec.name}': mean/std need 1 or {channels} values")
-        self.mean = torch.tensor(spec.mean, device=device).view(1, -1, 1, 1) * 255
-        self.std = torch.tensor(spec.std, device=device).view(1, -1, 1, 1) * 255
-        size = spec.image_size or images["train"].shape[-1]
-        self.image_shape = (channels, size, size) if spec.image_size else tuple(images["train"].shape[1:])
-        self.feature_seconds = 0.0
-        if wants == "features":
-            start = time.perf_counter()
-            encoder = make_backbone(spec.encoder, self.image_shape).to(device).eval()
-            self.x = {k: self._encode(encoder, v, spec.eval_batch_size) for k, v in images.items()}
-            synchronize(device)
-            self.feature_seconds = time.perf_counter() - start
-            self.input_shape: tuple[int, ...] = (self.x["train"].shape[1],)
-        else:
-            self.x = images
-            self.input_shape = self.image_shape
+        self.normalise = ImageTransform(spec.image_size, spec.mean, spec.std)
+        native = tuple(parts["train"].images.shape[1:])
+        self.image_shape = (channels, spec.image_size, spec.image_size) if spec.image_size else native
         self.features = wants == "features"
-
-    def normalise(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 -> float, normalised with the spec's statistics, resized to the spec's image size."""
-        return resize((images.float() - self.mean) / self.std, self.spec.image_size)
-
-    @torch.no_grad()
-    def _encode(self, encoder: torch.nn.Module, images: torch.Tensor, batch: int) -> torch.Tensor:
-        return torch.cat([encoder(self.normalise(images[i : i + batch])).float() for i in range(0, len(images), batch)])
+        if self.features:
+            encoder = FrozenEncoder(spec.encoder, spec.weights, native, spec.image_size, spec.mean, spec.std,
+                                    spec.encoder_normalize, device)
+            images = {k: _on_device(p.images, torch.device("cpu")) for k, p in parts.items()}
+            self.x, self.report = (cache or FeatureCache(None)).features(
+                encoder, scenario.dataset.name, parts, images, spec.eval_batch_size)
+            self.input_shape: tuple[int, ...] = (encoder.out_dim,)
+            self.weights_id = encoder.weights_id
+        else:
+            self.x = {k: _on_device(p.images, device) for k, p in parts.items()}
+            self.input_shape = self.image_shape
+            self.report = FeatureReport()
+            self.weights_id = weights_id(spec.backbone, spec.weights)
 
     def batch(self, part: str, index: torch.Tensor) -> torch.Tensor:
         """The learner's input for these samples; train images get the spec's augmentation."""
@@ -140,8 +135,13 @@ def run(
     seed: int = 0,
     device: str | torch.device = "auto",
     progress: bool = True,
+    feature_cache: FeatureCache | None = None,
 ) -> RunResult:
-    """Train `learner_cls(**config)` through the scenario's stream, evaluating after each experience."""
+    """Train `learner_cls(**config)` through the scenario's stream, evaluating after each experience.
+
+    Feature-level learners read the frozen encoder's features from `feature_cache` (computed and
+    stored on a miss; None computes them in memory).
+    """
     if scenario.spec.online and not learner_cls.online:
         raise ClbenchError(f"learner '{learner_cls.name}' is not online-capable (online = False); "
                            f"scenario '{scenario.spec.name}' is online")
@@ -149,13 +149,13 @@ def run(
     seed_everything(seed)
     reset_peak_memory(device)
     spec, stream = scenario.spec, scenario.stream
-    inputs = _Inputs(scenario, learner_cls.wants, device, seed)
+    inputs = _Inputs(scenario, learner_cls.wants, device, seed, feature_cache)
     context = Context(
         device=device,
         num_classes=scenario.dataset.num_classes,
         input_shape=inputs.input_shape,
         seed=seed,
-        backbone=backbone_factory(spec.backbone, inputs.image_shape),
+        backbone=backbone_factory(spec.backbone, inputs.image_shape, spec.weights),
         n_experiences=len(stream.experiences),
     )
     learner = _guard(learner_cls, "__init__", 0, learner_cls, context, **(config or {}))
@@ -197,7 +197,9 @@ def run(
         untrained_accuracy=untrained,
         train_seconds=train_seconds,
         eval_seconds=evaluator.seconds,
-        feature_seconds=inputs.feature_seconds,
+        feature_seconds=inputs.report.seconds,
+        feature_cache=inputs.report.status,
+        weights=inputs.weights_id,
         samples_seen=samples_seen,
         peak_memory_mb=peak_memory_mb(device),
         state_mb=state_megabytes(_guard(learner, "state_dict", len(experiences) - 1, learner.state_dict)),

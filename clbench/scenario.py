@@ -42,6 +42,11 @@ class ScenarioSpec:
     """The network image-level learners train (see `clbench.backbones`)."""
     encoder: str = "flatten"
     """The frozen encoder whose features feed feature-level learners."""
+    weights: str = ""
+    """Weights of the run's network (the encoder for feature learners, the backbone for image
+    learners): "" random init, "hub" timm's pretrained weights, or a checkpoint path."""
+    encoder_normalize: bool = True
+    """Normalise encoder inputs (timm's pretrained statistics, else mean/std); false: only x / 255."""
     mean: tuple[float, ...] = (0.5,)
     std: tuple[float, ...] = (0.5,)
     image_size: int = 0

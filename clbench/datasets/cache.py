@@ -1,6 +1,6 @@
 """Prepare-once uint8 array caches: decode image files once into a `.npy`, memory-map it afterwards.
 
-`cached_uint8` is the generic part (atomic write, shape check, memory-mapped reads); `cached_images`
+`cached_array` is the generic part (atomic write, shape check, memory-mapped reads); `cached_images`
 is what every image-folder source uses: decode a list of files in parallel into one cached array.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from clbench.errors import ClbenchError
 
-__all__ = ["cache_key", "cache_state", "cached_images", "cached_uint8", "decode_image", "decode_images_into"]
+__all__ = ["cache_key", "cache_state", "cached_images", "cached_array", "decode_image", "decode_images_into"]
 
 CHUNK = 256  # files per thread-pool task
 
@@ -45,7 +45,7 @@ def cache_key(names: Sequence[str], *extra: object) -> str:
     return digest.hexdigest()[:12]
 
 
-def cache_state(path: Path, shape: tuple[int, ...]) -> str:
+def cache_state(path: Path, shape: tuple[int, ...], dtype: np.dtype | type = np.uint8) -> str:
     """'absent', 'ok', or why the cache at `path` is corrupt; reads only the `.npy` header."""
     if not path.exists():
         return "absent"
@@ -61,16 +61,17 @@ def cache_state(path: Path, shape: tuple[int, ...]) -> str:
             data_bytes = path.stat().st_size - f.tell()
     except (OSError, ValueError, EOFError) as e:
         return f"unreadable header: {e}"
-    found, fortran, dtype = header
-    if dtype != np.uint8 or tuple(found) != tuple(shape) or fortran:
-        return f"holds {dtype} {tuple(found)}, expected uint8 {tuple(shape)}"
-    if data_bytes < int(np.prod(shape)):
-        return f"truncated: {data_bytes} of {int(np.prod(shape))} data bytes"
+    found, fortran, found_dtype = header
+    expected = np.dtype(dtype)
+    if found_dtype != expected or tuple(found) != tuple(shape) or fortran:
+        return f"holds {found_dtype} {tuple(found)}, expected {expected} {tuple(shape)}"
+    if data_bytes < int(np.prod(shape)) * expected.itemsize:
+        return f"truncated: {data_bytes} of {int(np.prod(shape)) * expected.itemsize} data bytes"
     return "ok"
 
 
-def _open(path: Path, shape: tuple[int, ...]) -> np.ndarray:
-    state = cache_state(path, shape)
+def _open(path: Path, shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+    state = cache_state(path, shape, dtype)
     if state != "ok":
         raise _corrupt(path, state)
     try:
@@ -79,10 +80,11 @@ def _open(path: Path, shape: tuple[int, ...]) -> np.ndarray:
         raise _corrupt(path, str(e)) from None
 
 
-def cached_uint8(path: Path, shape: tuple[int, ...], fill: Callable[[np.ndarray], None]) -> np.ndarray:
-    """A read-only memory map of the uint8 array cached at `path`, building it first if absent.
+def cached_array(path: Path, shape: tuple[int, ...], fill: Callable[[np.ndarray], None],
+                 dtype: np.dtype | type = np.uint8) -> np.ndarray:
+    """A read-only memory map of the array cached at `path`, building it first if absent.
 
-    `fill(out)` writes every element of a writable uint8 array of `shape`. It fills a temporary file in
+    `fill(out)` writes every element of a writable array of `shape` and `dtype`. It fills a temporary file in
     the same folder, which is flushed, fsynced and renamed onto `path` only when complete; on any failure
     or interrupt the temporary file is removed. A cache of another shape or dtype is a ClbenchError.
     If the folder cannot be written, the array is built in memory for this run (with a warning).
@@ -90,9 +92,9 @@ def cached_uint8(path: Path, shape: tuple[int, ...], fill: Callable[[np.ndarray]
     path = Path(path)
     shape = tuple(int(s) for s in shape)
     if path.exists():
-        return _open(path, shape)
+        return _open(path, shape, dtype)
     if 0 in shape:  # nothing to cache (and an empty array cannot be memory-mapped)
-        return np.empty(shape, dtype=np.uint8)
+        return np.empty(shape, dtype=dtype)
     try:
         if _marked_read_only(path.parent):
             raise PermissionError("the folder is marked read-only")
@@ -101,14 +103,14 @@ def cached_uint8(path: Path, shape: tuple[int, ...], fill: Callable[[np.ndarray]
     except OSError as e:
         warnings.warn(f"cannot write the prepared cache {path} ({e}); decoding in memory for this run "
                       "(give --cache-dir DIR to keep prepared caches elsewhere)", stacklevel=2)
-        out = np.empty(shape, dtype=np.uint8)
+        out = np.empty(shape, dtype=dtype)
         fill(out)
         return out
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         os.chmod(tmp, FILE_MODE)
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
         fill(out)
         out.flush()
         del out
@@ -119,7 +121,7 @@ def cached_uint8(path: Path, shape: tuple[int, ...], fill: Callable[[np.ndarray]
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
-    return _open(path, shape)
+    return _open(path, shape, dtype)
 
 
 def _marked_read_only(folder: Path) -> bool:
@@ -184,4 +186,4 @@ def decode_images_into(files: Sequence[str | Path], out: np.ndarray, size: int, 
 def cached_images(files: Sequence[str | Path], path: Path, size: int, desc: str = "decoding") -> np.ndarray:
     """The N x 3 x size x size uint8 array of `files`, decoded once into the cache at `path`."""
     shape = (len(files), 3, size, size)
-    return cached_uint8(path, shape, lambda out: decode_images_into(files, out, size, desc))
+    return cached_array(path, shape, lambda out: decode_images_into(files, out, size, desc))

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from clbench.datasets.arrays import Dataset, LabeledArrays
-from clbench.datasets.cache import cache_key, cache_state, cached_images, cached_uint8
+from clbench.datasets.cache import cache_key, cache_state, cached_images, cached_array
 from clbench.errors import ClbenchError
 
 FOLDER = "core50"
@@ -247,7 +247,7 @@ def partition_images(folder: Path, cache: Path, rel: np.ndarray, rows: np.ndarra
     if not cache.exists():
         if (folder / NPZ).exists():
             check_npz(folder / NPZ, n_paths)
-            return cached_uint8(cache, (len(rows), 3, SIZE, SIZE), lambda out: fill_from_npz(folder / NPZ, rows, out))
+            return cached_array(cache, (len(rows), 3, SIZE, SIZE), lambda out: fill_from_npz(folder / NPZ, rows, out))
         if not (folder / IMAGE_DIR).is_dir():
             raise ClbenchError(f"CoRe50 images not found: expected {folder / IMAGE_DIR}/ (core50_128x128.zip) "
                                f"or {folder / NPZ}, from {URL}")

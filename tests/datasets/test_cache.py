@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from clbench.datasets import cache
-from clbench.datasets.cache import cache_key, cache_state, cached_images, cached_uint8, decode_image
+from clbench.datasets.cache import cache_key, cache_state, cached_images, cached_array, decode_image
 from clbench.errors import ClbenchError
 
 SHAPE = (5, 3, 4, 4)
@@ -31,10 +31,10 @@ def leftovers(folder: Path) -> list[str]:
 
 def test_build_then_memory_mapped_reuse(tmp_path):
     path = tmp_path / "sub" / "x.npy"
-    first = cached_uint8(path, SHAPE, fill)
+    first = cached_array(path, SHAPE, fill)
     assert isinstance(first, np.memmap) and not first.flags.writeable
     np.testing.assert_array_equal(first, EXPECTED)
-    second = cached_uint8(path, SHAPE, never)
+    second = cached_array(path, SHAPE, never)
     assert isinstance(second, np.memmap)
     np.testing.assert_array_equal(second, EXPECTED)
     assert leftovers(path.parent) == ["x.npy"]
@@ -50,15 +50,15 @@ def test_interrupted_build_leaves_nothing_and_next_run_rebuilds(tmp_path, error)
         raise error("stop")
 
     with pytest.raises(error):
-        cached_uint8(path, SHAPE, half_then_stop)
+        cached_array(path, SHAPE, half_then_stop)
     assert leftovers(tmp_path) == []
-    np.testing.assert_array_equal(cached_uint8(path, SHAPE, fill), EXPECTED)
+    np.testing.assert_array_equal(cached_array(path, SHAPE, fill), EXPECTED)
 
 
 def test_stale_temporary_of_a_killed_build_is_ignored(tmp_path):
     path = tmp_path / "x.npy"
     (tmp_path / ".x.npy.abc123.tmp").write_bytes(b"half written")
-    np.testing.assert_array_equal(cached_uint8(path, SHAPE, fill), EXPECTED)
+    np.testing.assert_array_equal(cached_array(path, SHAPE, fill), EXPECTED)
 
 
 @pytest.mark.parametrize(
@@ -75,7 +75,7 @@ def test_corrupt_cache_is_one_clear_error_naming_the_file(tmp_path, write):
     path = tmp_path / "x.npy"
     write(path)
     with pytest.raises(ClbenchError, match="clbench data --prepare") as info:
-        cached_uint8(path, SHAPE, never)
+        cached_array(path, SHAPE, never)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
     assert cache_state(path, SHAPE) not in ("ok", "absent")
 
@@ -86,13 +86,13 @@ def test_unwritable_folder_builds_in_memory_with_a_warning(tmp_path, monkeypatch
 
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
     with pytest.warns(UserWarning, match="cannot write the prepared cache"):
-        out = cached_uint8(tmp_path / "x.npy", SHAPE, fill)
+        out = cached_array(tmp_path / "x.npy", SHAPE, fill)
     np.testing.assert_array_equal(out, EXPECTED)
     assert leftovers(tmp_path) == []
 
 
 def test_empty_array_needs_no_file(tmp_path):
-    assert cached_uint8(tmp_path / "x.npy", (0, 3, 4, 4), never).shape == (0, 3, 4, 4)
+    assert cached_array(tmp_path / "x.npy", (0, 3, 4, 4), never).shape == (0, 3, 4, 4)
     assert leftovers(tmp_path) == []
 
 
@@ -140,14 +140,14 @@ def test_a_folder_marked_read_only_is_never_written_even_by_root(tmp_path):
     import numpy as np
     import pytest
 
-    from clbench.datasets.cache import cached_uint8
+    from clbench.datasets.cache import cached_array
 
     folder = tmp_path / "shared"
     folder.mkdir()
     os.chmod(folder, 0o555)
     try:
         with pytest.warns(UserWarning, match="decoding in memory"):
-            out = cached_uint8(folder / "prepared" / "x.npy", (2, 3), lambda a: a.fill(7))
+            out = cached_array(folder / "prepared" / "x.npy", (2, 3), lambda a: a.fill(7))
         assert (out == 7).all() and list(folder.iterdir()) == []
     finally:
         os.chmod(folder, 0o755)
