@@ -181,21 +181,29 @@ def _run(args: argparse.Namespace) -> int:
     if args.deterministic:
         set_deterministic()
 
-    table = []
+    table, columns = [], RESULT_COLUMNS.get(scenario.stream.protocol, RESULT_COLUMNS["default"])
     for cls in learners:
         for seed in seeds:
             result = runner.run(scenario, cls, configs[cls], seed=seed, device=device, progress=not args.no_progress,
                                 feature_cache=cache)
             row = leaderboard.make_row(result, scenario, cls.wants)
             leaderboard.append_rows(path, [row])
-            table.append([row["learner"], seed, *(_fmt(row[m]) for m in leaderboard.METRICS),
+            table.append([row["learner"], seed, *(_fmt(row[c]) for c in columns.values()),
                           f"{row['train_seconds']:.2f}", f"{row['eval_seconds']:.2f}", _features(row)])
     print(f"{spec.display_name} ({scenario.stream.protocol}, {len(scenario.stream.experiences)} experiences, "
           f"fingerprint {scenario.fingerprint[:8]}) on {device}")
-    print(tabulate(table, headers=("learner", "seed", "final acc", "avg inc acc", "forgetting", "BWT", "FWT", "train s",
-                                   "eval s", "features"), disable_numparse=True))
+    print(tabulate(table, headers=("learner", "seed", *columns, "train s", "eval s", "features"), disable_numparse=True))
     print(f"\n{len(table)} row(s) appended to {path}")
     return 0
+
+
+RESULT_COLUMNS = {  # what the results table shows, per protocol: header -> leaderboard column
+    "default": {"final acc": "final_accuracy", "avg inc acc": "average_incremental_accuracy",
+                "forgetting": "forgetting", "BWT": "backward_transfer", "FWT": "forward_transfer"},
+    "episodes": {"episode acc": "fewshot_accuracy", "± 95% CI": "fewshot_ci95"},
+    "fscil": {"last session": "final_accuracy", "average": "fscil_average", "drop": "fscil_drop",
+              "base": "base_accuracy", "novel": "novel_accuracy"},
+}
 
 
 def _features(row: dict) -> str:

@@ -28,6 +28,7 @@ COLUMNS = (
     "run_id", "created_at", "scenario", "scenario_fingerprint", "scenario_overrides", "protocol",
     "learner", "learner_config", "backbone", "weights", "seed", "n_experiences",
     "final_accuracy", "average_incremental_accuracy", "forgetting", "backward_transfer", "forward_transfer",
+    "fewshot_accuracy", "fewshot_ci95", "fscil_average", "fscil_drop", "base_accuracy", "novel_accuracy",
     "accuracy_matrix", "accuracy_curve", "untrained_accuracy",
     "train_seconds", "eval_seconds", "feature_seconds", "feature_cache", "samples_per_second",
     "peak_memory_mb", "state_mb", "n_parameters", "device", "torch_version", "clbench_version", "status",
@@ -62,6 +63,7 @@ def make_row(result: RunResult, scenario: Scenario, learner_wants: str) -> dict[
         "seed": result.seed,
         "n_experiences": len(result.accuracy_matrix),
         **{k: round(v, 4) for k, v in metrics.summary(result.accuracy_matrix, result.untrained_accuracy).items()},
+        **{k: round(v, 4) for k, v in _protocol_figures(result, scenario).items()},
         "accuracy_matrix": json.dumps([[round(a, 4) for a in row] for row in result.accuracy_matrix]),
         "accuracy_curve": json.dumps([round(a, 4) for a in result.accuracy_curve]),
         "untrained_accuracy": json.dumps(result.untrained_accuracy and [round(a, 4) for a in result.untrained_accuracy]),
@@ -78,6 +80,17 @@ def make_row(result: RunResult, scenario: Scenario, learner_wants: str) -> dict[
         "clbench_version": __version__,
         "status": "ok",
     }
+
+
+def _protocol_figures(result: RunResult, scenario: Scenario) -> dict[str, float]:
+    """The few-shot and FSCIL columns, filled for the protocols they belong to (NaN elsewhere)."""
+    mean, ci = metrics.fewshot_summary(result.episode_accuracies or [])
+    figures = {"fewshot_accuracy": mean, "fewshot_ci95": ci}
+    empty = dict.fromkeys(("fscil_average", "fscil_drop", "base_accuracy", "novel_accuracy"), math.nan)
+    if scenario.stream.protocol == "fscil":
+        sizes = [len(e.test_indices) for e in scenario.stream.experiences]
+        return {**figures, **metrics.fscil_summary(result.accuracy_curve, result.accuracy_matrix[-1], sizes)}
+    return {**figures, **empty}
 
 
 def _cell(value: Any) -> str:

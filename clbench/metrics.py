@@ -66,6 +66,21 @@ def fewshot_summary(episode_accuracies: Sequence[float]) -> tuple[float, float]:
     return float(acc.mean()), float(1.96 * acc.std() / math.sqrt(acc.size))
 
 
+def fscil_summary(curve: Sequence[float], last_row: Sequence[float], test_sizes: Sequence[int]) -> dict[str, float]:
+    """Few-shot class-incremental figures: the average of the per-session accuracy on all seen
+    classes (`curve`), its drop from the first session to the last, and at the end the accuracy on
+    the base session's classes (`last_row[0]`) and on all novel classes pooled (sessions 1.., weighted
+    by their test sizes)."""
+    novel = np.asarray(last_row[1:], dtype=float)
+    sizes = np.asarray(test_sizes[1:], dtype=float)
+    return {
+        "fscil_average": float(np.mean(curve)),
+        "fscil_drop": float(curve[0] - curve[-1]),
+        "base_accuracy": float(last_row[0]),
+        "novel_accuracy": float((novel * sizes).sum() / sizes.sum()) if sizes.sum() else math.nan,
+    }
+
+
 def summary(a: Matrix, untrained: Sequence[float] | None = None) -> dict[str, float]:
     """Every accuracy-matrix metric of a run, by leaderboard column name."""
     return {

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from clbench.augment import ImageTransform, random_crop_flip
 from clbench.backbones import backbone_factory, weights_id
+from clbench.episode_eval import evaluate_episodes
 from clbench.feature_cache import FeatureCache, FeatureReport, FrozenEncoder
 from clbench.device import peak_memory_mb, reset_peak_memory, resolve_device, synchronize
 from clbench.errors import ClbenchError
@@ -38,6 +39,7 @@ class RunResult:
     accuracy_matrix: list[list[float]]
     accuracy_curve: list[float]
     untrained_accuracy: list[float] | None
+    episode_accuracies: list[float] | None
     train_seconds: float
     eval_seconds: float
     feature_seconds: float
@@ -188,6 +190,14 @@ def run(
         rows.append(evaluator.accuracies(exp.index))
         bar.set_postfix(acc=f"{np.mean(rows[-1][: exp.index + 1]):.1f}")
 
+    episode_accuracies = None
+    if stream.episodes:  # few-shot: the held-out episodes are what is evaluated
+        start = time.perf_counter()
+        episode_accuracies = evaluate_episodes(learner, stream.episodes, lambda r: inputs.batch("test", r), inputs.y_test,
+                                               scenario.dataset.num_classes, spec.eval_batch_size, _guard)
+        evaluator.seconds += time.perf_counter() - start
+        rows, evaluator.curve = [[float(np.mean(episode_accuracies))]], [float(np.mean(episode_accuracies))]
+
     return RunResult(
         learner=learner_cls.name,
         config=dict(learner.config),
@@ -195,6 +205,7 @@ def run(
         accuracy_matrix=rows,
         accuracy_curve=evaluator.curve,
         untrained_accuracy=untrained,
+        episode_accuracies=episode_accuracies,
         train_seconds=train_seconds,
         eval_seconds=evaluator.seconds,
         feature_seconds=inputs.report.seconds,

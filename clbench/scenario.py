@@ -6,6 +6,7 @@ import dataclasses
 import os
 import sys
 import typing
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -16,6 +17,7 @@ from clbench.errors import ClbenchError
 from clbench.learner import Hyperparameter, annotation_kind, coerce
 from clbench.protocols import Stream, resolve_class_order, split_by_class
 from clbench.protocols import core50
+from clbench.protocols.episodes import episodic_stream
 from clbench.protocols.repartition import pooled_split
 from clbench.protocols.sessions import stream_from_sessions
 
@@ -60,6 +62,12 @@ class ScenarioSpec:
     """CoRe50: classify the 50 objects, or their 10 categories."""
     run: int = -1
     """CoRe50 official LUP run: NC/NIC use run 0 when -1; NI uses the fixed session order when -1."""
+    way: int = 5
+    shot: int = 1
+    query: int = 15
+    test_episodes: int = 2000
+    """Few-shot episodes: N-way K-shot Q-query, this many fixed test episodes (episode e uses seed episode_seed + e)."""
+    episode_seed: int = 0
     online: bool = False
     """Single pass (epochs must be 1) in mini-batches of `batch_size`."""
     task_boundaries: bool = True
@@ -188,7 +196,15 @@ def _core50(kind: str) -> typing.Callable[[Dataset, ScenarioSpec], Stream]:
     return build
 
 
+def _episodes(dataset: Dataset, spec: ScenarioSpec) -> Stream:
+    if spec.test_episodes < 600:
+        warnings.warn(f"{spec.test_episodes} test episodes: fewer than the 600 the literature requires for a reported figure")
+    return episodic_stream(dataset.partition("train").labels, dataset.partition("test").labels, spec.way, spec.shot,
+                           spec.query, spec.test_episodes, spec.episode_seed)
+
+
 STREAMS: dict[str, typing.Callable[[Dataset, ScenarioSpec], Stream]] = {
+    "episodes": _episodes,
     "class-incremental": _class_split,
     "task-incremental": _class_split,
     "fscil": _sessions,

@@ -38,6 +38,8 @@ class Stream:
     experiences: tuple[Experience, ...]
     mask: MaskMode = "seen"
     task_ids_at_test: bool = False
+    episodes: tuple = ()
+    """Few-shot test episodes (`protocols.episodes.Episode`), evaluated after the stream."""
 
     @property
     def reports_forward_transfer(self) -> bool:
@@ -55,4 +57,7 @@ class Stream:
             digest.update(np.ascontiguousarray(exp.train_indices, dtype="<i8").tobytes())
             digest.update(b"|")
             digest.update(np.ascontiguousarray(exp.test_indices, dtype="<i8").tobytes())
+        for episode in self.episodes:
+            digest.update(json.dumps(list(episode.classes)).encode())
+            digest.update(np.ascontiguousarray(np.concatenate([episode.support, episode.query]), dtype="<i8").tobytes())
         return digest.hexdigest()[:16]

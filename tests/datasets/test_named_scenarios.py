@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from clbench import leaderboard
@@ -43,6 +44,8 @@ FIXTURES = {
     "split-cifar100-20": (lambda fmt, root: fmt.write_cifar100(root), []),
     "split-cifar100-til": (lambda fmt, root: fmt.write_cifar100(root), []),
     "split-miniimagenet": (_pooled_mini, ["--set", "n_experiences=4"]),
+    "miniimagenet-5way-1shot": (_pooled_mini, ["--set", "way=3", "--set", "query=2", "--set", "test_episodes=20"]),
+    "miniimagenet-5way-5shot": (_pooled_mini, ["--set", "way=3", "--set", "query=1", "--set", "test_episodes=20"]),
     "cifar100-fscil": (lambda fmt, root: (fmt.write_cifar100(root), _cifar_sessions(fmt, root)), []),
     "miniimagenet-fscil": (lambda fmt, root: fmt.write_fscil(root), []),
 }
@@ -69,6 +72,8 @@ def test_scenario_runs_on_fixtures(name, fmt, tmp_path, capsys):
         assert len(matrix) == row["n_experiences"] and all(len(r) == len(matrix) for r in matrix)
         assert 0 <= row["final_accuracy"] <= 100
         assert row["protocol"] == spec.protocol
+        assert pd.isna(row["fewshot_accuracy"]) == (spec.protocol != "episodes")
+        assert pd.isna(row["base_accuracy"]) == (spec.protocol != "fscil")
     # same data, same spec: same fingerprint in both rows
     assert frame["scenario_fingerprint"].nunique() == 1
 
