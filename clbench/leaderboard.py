@@ -29,7 +29,7 @@ COLUMNS = (
     "learner", "learner_config", "backbone", "weights", "seed", "n_experiences",
     "final_accuracy", "average_incremental_accuracy", "forgetting", "backward_transfer", "forward_transfer",
     "fewshot_accuracy", "fewshot_ci95", "fscil_average", "fscil_drop", "base_accuracy", "novel_accuracy",
-    "accuracy_matrix", "accuracy_curve", "untrained_accuracy",
+    "accuracy_matrix", "accuracy_curve", "untrained_accuracy", "client_accuracy",
     "train_seconds", "eval_seconds", "feature_seconds", "feature_cache", "samples_per_second",
     "peak_memory_mb", "state_mb", "n_parameters", "device", "torch_version", "clbench_version", "status",
 )
@@ -37,7 +37,8 @@ COLUMNS = (
 reordered columns still read; appending to such a file first rewrites it to this order."""
 
 METRICS = ("final_accuracy", "average_incremental_accuracy", "forgetting", "backward_transfer", "forward_transfer")
-JSON_COLUMNS = ("scenario_overrides", "learner_config", "accuracy_matrix", "accuracy_curve", "untrained_accuracy")
+JSON_COLUMNS = ("scenario_overrides", "learner_config", "accuracy_matrix", "accuracy_curve", "untrained_accuracy",
+                "client_accuracy")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -67,6 +68,7 @@ def make_row(result: RunResult, scenario: Scenario, learner_wants: str) -> dict[
         "accuracy_matrix": json.dumps([[round(a, 4) for a in row] for row in result.accuracy_matrix]),
         "accuracy_curve": json.dumps([round(a, 4) for a in result.accuracy_curve]),
         "untrained_accuracy": json.dumps(result.untrained_accuracy and [round(a, 4) for a in result.untrained_accuracy]),
+        "client_accuracy": json.dumps(result.client_accuracies and [[round(a, 4) for a in m] for m in result.client_accuracies]),
         "train_seconds": round(result.train_seconds, 4),
         "eval_seconds": round(result.eval_seconds, 4),
         "feature_seconds": round(result.feature_seconds, 4),

@@ -18,6 +18,7 @@ from clbench.learner import Hyperparameter, annotation_kind, coerce
 from clbench.protocols import Stream, resolve_class_order, split_by_class
 from clbench.protocols import core50
 from clbench.protocols.episodes import episodic_stream
+from clbench.protocols.federated import federated_stream
 from clbench.protocols.repartition import pooled_split
 from clbench.protocols.sessions import stream_from_sessions
 
@@ -68,6 +69,12 @@ class ScenarioSpec:
     test_episodes: int = 2000
     """Few-shot episodes: N-way K-shot Q-query, this many fixed test episodes (episode e uses seed episode_seed + e)."""
     episode_seed: int = 0
+    n_base_classes: int = 50
+    clients: int = 5
+    classes_per_client: int = 5
+    client_shots: int = 30
+    """Federated reconnaissance: the server's base classes, then (n_experiences - 1) missions of
+    `clients` clients, each learning `classes_per_client` new classes from `client_shots` images."""
     online: bool = False
     """Single pass (epochs must be 1) in mini-batches of `batch_size`."""
     task_boundaries: bool = True
@@ -203,7 +210,15 @@ def _episodes(dataset: Dataset, spec: ScenarioSpec) -> Stream:
                            spec.query, spec.test_episodes, spec.episode_seed)
 
 
+def _federated(dataset: Dataset, spec: ScenarioSpec) -> Stream:
+    order = resolve_class_order(spec.class_order, dataset.num_classes)
+    return federated_stream(dataset.partition("train").labels, dataset.partition("test").labels, order,
+                            spec.n_base_classes, spec.n_experiences - 1, spec.clients, spec.classes_per_client,
+                            spec.client_shots, spec.episode_seed)
+
+
 STREAMS: dict[str, typing.Callable[[Dataset, ScenarioSpec], Stream]] = {
+    "federated": _federated,
     "episodes": _episodes,
     "class-incremental": _class_split,
     "task-incremental": _class_split,

@@ -40,6 +40,8 @@ class Stream:
     task_ids_at_test: bool = False
     episodes: tuple = ()
     """Few-shot test episodes (`protocols.episodes.Episode`), evaluated after the stream."""
+    clients: tuple = ()
+    """Federated: per experience, the experiences of the clients that learn it (merged after)."""
 
     @property
     def reports_forward_transfer(self) -> bool:
@@ -57,6 +59,10 @@ class Stream:
             digest.update(np.ascontiguousarray(exp.train_indices, dtype="<i8").tobytes())
             digest.update(b"|")
             digest.update(np.ascontiguousarray(exp.test_indices, dtype="<i8").tobytes())
+        for mission in self.clients:
+            for client in mission:
+                digest.update(json.dumps(list(client.classes)).encode())
+                digest.update(np.ascontiguousarray(client.train_indices, dtype="<i8").tobytes())
         for episode in self.episodes:
             digest.update(json.dumps(list(episode.classes)).encode())
             digest.update(np.ascontiguousarray(np.concatenate([episode.support, episode.query]), dtype="<i8").tobytes())

@@ -1,0 +1,62 @@
+"""The scenario's data for one run: placed once, fed to the learner per batch."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+from clbench.augment import ImageTransform, random_crop_flip
+from clbench.backbones import weights_id
+from clbench.errors import ClbenchError
+from clbench.feature_cache import FeatureCache, FeatureReport, FrozenEncoder
+from clbench.scenario import Scenario
+
+
+def _on_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The array as a tensor on the device; a read-only memory map is shared, never written, on the CPU."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.as_tensor(np.asarray(array)).to(device)
+
+
+class Inputs:
+    """The scenario's data, placed once: uint8 images on the device (normalised and augmented per
+    batch there), or the frozen encoder's features (from the feature cache)."""
+
+    def __init__(self, scenario: Scenario, wants: str, device: torch.device, seed: int,
+                 cache: FeatureCache | None) -> None:
+        spec = self.spec = scenario.spec
+        self.augment_generator = torch.Generator().manual_seed(seed + 1)
+        parts = {"train": scenario.dataset.partition("train"), "test": scenario.dataset.partition("test")}
+        self.y_train, self.y_test = (_on_device(parts[k].labels, device) for k in ("train", "test"))
+        channels = parts["train"].images.shape[1]
+        if len(spec.mean) not in (1, channels) or len(spec.std) not in (1, channels):
+            raise ClbenchError(f"scenario '{spec.name}': mean/std need 1 or {channels} values")
+        self.normalise = ImageTransform(spec.image_size, spec.mean, spec.std)
+        native = tuple(parts["train"].images.shape[1:])
+        self.image_shape = (channels, spec.image_size, spec.image_size) if spec.image_size else native
+        self.features = wants == "features"
+        if self.features:
+            encoder = FrozenEncoder(spec.encoder, spec.weights, native, spec.image_size, spec.mean, spec.std,
+                                    spec.encoder_normalize, device)
+            images = {k: _on_device(p.images, torch.device("cpu")) for k, p in parts.items()}
+            self.x, self.report = (cache or FeatureCache(None)).features(
+                encoder, scenario.dataset.name, parts, images, spec.eval_batch_size)
+            self.input_shape: tuple[int, ...] = (encoder.out_dim,)
+            self.weights_id = encoder.weights_id
+        else:
+            self.x = {k: _on_device(p.images, device) for k, p in parts.items()}
+            self.input_shape = self.image_shape
+            self.report = FeatureReport()
+            self.weights_id = weights_id(spec.backbone, spec.weights)
+
+    def batch(self, part: str, index: torch.Tensor) -> torch.Tensor:
+        """The learner's input for these samples; train images get the spec's augmentation."""
+        x = self.x[part][index]
+        if self.features:
+            return x
+        if part == "train" and self.spec.augment == "crop-flip":
+            x = random_crop_flip(x, self.spec.crop_padding, self.augment_generator)
+        return self.normalise(x)
