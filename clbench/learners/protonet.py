@@ -3,6 +3,7 @@ reconnaissance (Hendryx et al. 2021)."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import torch
@@ -83,8 +84,9 @@ class EpisodeSampler:
 
 
 class ProtoNet(PrototypeLearner):
-    """Prototypical networks (Snell et al. 2017): episodic meta-training on the first experience,
-    then a frozen encoder with incremental class prototypes; mergeable (federated reconnaissance).
+    """Prototypical networks (Snell et al. 2017): a meta-trained encoder, then incremental class prototypes.
+
+    Mergeable (federated reconnaissance, Hendryx et al. 2021) and episodic (few-shot episodes).
 
     Base phase (the first experience the learner sees; DESIGN: few-shot meta-train classes, FSCIL
     base session, fed-recon server classes): its batches are stored on the device; at
@@ -142,14 +144,24 @@ class ProtoNet(PrototypeLearner):
 
     def _train_base(self, x: torch.Tensor, y: torch.Tensor) -> None:
         sampler = EpisodeSampler(y, self.way, self.shot, self.query, generator(x.device, self.context.seed))
-        if self.episodes == 0 or not sampler.usable:
+        if self.episodes == 0:
             return
+        if not sampler.usable:
+            warnings.warn("protonet: no meta-training: the base experience has fewer than 2 classes with at least "
+                          "2 images; the encoder stays random")
+            return
+        if (sampler.way, sampler.shot, sampler.query) != (self.way, self.shot, self.query):
+            warnings.warn(f"protonet: base episodes clamped to {sampler.way}-way {sampler.shot}-shot "
+                          f"{sampler.query}-query (asked {self.way}-way {self.shot}-shot {self.query}-query): the "
+                          f"base experience has {len(sampler.classes)} classes of >= 2 images, the smallest with "
+                          f"{int(sampler.counts.min())}")
         optimizer = torch.optim.Adam(self.encoder.parameters(), lr=self.lr)
         schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=self.lr_halve_every, gamma=0.5)
         for _ in range(self.episodes):
-            index = sampler.sample()
-            embeddings = self.encoder(x[index.reshape(-1)]).float().view(sampler.way, sampler.shot + sampler.query, -1)
-            value = prototypical_loss(embeddings[:, : sampler.shot], embeddings[:, sampler.shot:], self.loss, self.margin)
+            index = sampler.sample()  # way x (shot + query): support images first
+            embeddings = self.encoder(x[index.reshape(-1)]).float().view(*index.shape, -1)
+            support, query = embeddings[:, : sampler.shot], embeddings[:, sampler.shot:]
+            value = prototypical_loss(support, query, self.loss, self.margin)
             optimizer.zero_grad(set_to_none=True)
             value.backward()
             optimizer.step()

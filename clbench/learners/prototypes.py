@@ -105,10 +105,11 @@ class PrototypeMemory:
         self.counts.copy_(state["counts"])
 
     def _check_shape(self, state: dict[str, torch.Tensor]) -> None:
-        if tuple(state["sums"].shape) != (self.num_classes, self.dim) or tuple(state["counts"].shape) != (self.num_classes,):
-            raise ClbenchError(f"prototype state has sums {tuple(state['sums'].shape)} and counts "
-                               f"{tuple(state['counts'].shape)}; this learner holds ({self.num_classes}, {self.dim}) "
-                               f"and ({self.num_classes},): it was saved for another scenario or encoder")
+        sums, counts = tuple(state["sums"].shape), tuple(state["counts"].shape)
+        if sums != (self.num_classes, self.dim) or counts != (self.num_classes,):
+            raise ClbenchError(f"prototype state has sums {sums} and counts {counts}; this learner holds "
+                               f"({self.num_classes}, {self.dim}) and ({self.num_classes},): it was saved for "
+                               "another scenario or encoder")
 
     # ---- federated merge ------------------------------------------------------------------------
     def delta(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,6 +176,8 @@ class PrototypeLearner(Learner):
         self.encoder = encoder.to(self.device)
         self.memory = PrototypeMemory(self.context.num_classes, int(encoder.out_dim), self.device)
         self.base_done = False
+        self.base_classes = torch.zeros(self.context.num_classes, dtype=torch.bool, device=self.device)
+        """The classes holding prototypes when the base phase ended (its classes)."""
         self._pending_x: list[torch.Tensor] = []
         self._pending_y: list[torch.Tensor] = []
 
@@ -274,6 +277,7 @@ class PrototypeLearner(Learner):
         pending_x = torch.cat(self._pending_x) if self._pending_x else torch.zeros(0)
         pending_y = torch.cat(self._pending_y) if self._pending_y else torch.zeros(0, dtype=torch.long)
         return {"encoder": self.encoder.state_dict(), "memory": self.memory.state(), "base_done": self.base_done,
+                "base_classes": self.base_classes.clone(),
                 "pending_x": pending_x, "pending_y": pending_y, **self._extra_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -282,6 +286,7 @@ class PrototypeLearner(Learner):
         self.encoder.load_state_dict(state["encoder"])
         self.memory.load(state["memory"])
         self.base_done = bool(state["base_done"])
+        self.base_classes.copy_(state["base_classes"])
         self._freeze(self.base_done)
         pending_x, pending_y = state["pending_x"], state["pending_y"]
         self._pending_x = [pending_x.to(self.device)] if len(pending_x) else []
@@ -325,4 +330,5 @@ class PrototypeLearner(Learner):
         del x
         self._fit_transform(features, y)
         self.memory.add(self._transform(features), y)
+        self.base_classes = self.memory.seen.clone()
         self.base_done = True

@@ -4,6 +4,7 @@ nearest class mean; optionally the transductive refinement of Ziko et al. (2021)
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Literal
 
 import torch
@@ -25,20 +26,23 @@ def transform_features(features: torch.Tensor, kind: str, base_mean: torch.Tenso
     return F.normalize(features, dim=1)
 
 
-def transductive_scores(queries: torch.Tensor, memory: PrototypeMemory, steps: int) -> torch.Tensor:
-    """Scores of a whole query batch after the transductive refinement (all in float64):
+def transductive_scores(queries: torch.Tensor, memory: PrototypeMemory, steps: int,
+                        candidates: torch.Tensor | None = None) -> torch.Tensor:
+    """Scores of a whole query batch after the transductive refinement (all in float64), over the
+    candidate classes (`candidates`, a boolean mask; default: every class holding a prototype):
 
     1. shift the queries by (support mean - query mean), the support mean being the mean of the
-       current prototypes (class-balanced; equal to the mean of the support samples when every
+       candidates' prototypes (class-balanced; equal to the mean of the support samples when every
        class has as many of them, as in an N-way K-shot episode);
-    2. `steps` K-means iterations started from the prototypes, over the classes holding one: assign
-       each query to its nearest centroid, then centroid_c = (support sum_c + sum of the queries
-       assigned to c) / (support count_c + number assigned). Support samples keep their labels (they
-       always count for their own class, with their counts), so only the queries move;
+    2. `steps` K-means iterations started from the prototypes: assign each query to its nearest
+       centroid, then centroid_c = (support sum_c + sum of the queries assigned to c) /
+       (support count_c + number assigned). Support samples keep their labels (they always count for
+       their own class, with their counts), so only the queries move;
     3. negative squared distances from the shifted queries to the final centroids.
-    The learner's state is not changed. Classes without a prototype score the lowest finite float.
+    The memory is not changed. Classes that are not candidates (or hold no prototype) score the
+    lowest finite float.
     """
-    seen = memory.seen
+    seen = memory.seen if candidates is None else memory.seen & candidates
     if not seen.any():
         return memory.scores(queries)
     sums, counts = memory.sums[seen], memory.counts[seen]
@@ -52,15 +56,16 @@ def transductive_scores(queries: torch.Tensor, memory: PrototypeMemory, steps: i
 
 
 class SimpleShot(PrototypeLearner):
-    """SimpleShot / decoupled baseline: cross-entropy base training, then a frozen encoder, CL2N
-    features and nearest class mean; mergeable like protonet; optionally transductive.
+    """SimpleShot (Wang et al. 2019): a base-trained encoder, CL2N features, nearest class mean.
+
+    The decoupled baseline; mergeable like protonet; optionally transductive (Ziko et al. 2021).
 
     Base phase (the first experience the learner sees): its batches are stored on the device; at
     `end_experience` the encoder (`backbone`: "scenario" = the scenario's backbone, or a named small
-    net such as "conv4", "resnet12") plus a linear head over that
-    experience's classes are trained with cross-entropy for `epochs` passes over the stored data
-    (shuffled by a torch.Generator seeded with context.seed, mini-batches of `batch_size`, a last
-    batch of one sample skipped because of batch norm), SGD (`momentum`, nesterov off) or Adam with
+    net such as "conv4", "resnet12") plus a linear head over that experience's classes are trained
+    with cross-entropy for `epochs` passes over the stored data (shuffled by a torch.Generator
+    seeded with context.seed, mini-batches of `batch_size`, a last batch of one sample skipped
+    because of batch norm), SGD (`momentum`, nesterov off) or Adam with
     `lr` and `weight_decay`, the lr annealed by a cosine over all steps. `epochs = 0` or fewer than
     two base classes: no training (a random encoder). The head is then dropped, the encoder frozen
     (eval, no gradients), the base feature mean computed once from the stored data, and the data
@@ -78,7 +83,11 @@ class SimpleShot(PrototypeLearner):
     K-means steps with support labels fixed (see `transductive_scores`; with the default "cl2n"
     that is: centre by the base mean, L2-normalise, shift queries by support mean - query mean,
     K-means from the prototypes). Predictions then depend on the batch (the runner's evaluation
-    batch, or the few-shot runner's query set).
+    batch, or the few-shot runner's query set). `transductive_classes` says which classes the
+    refinement runs over: "all" holding a prototype (FSCIL: base and novel classes are candidates),
+    or "novel": only the classes first learned after the base phase (few-shot episodes: exactly the
+    episode's classes; the base classes' prototypes would otherwise pull the shift and the queries
+    away), the other classes then scoring the lowest finite float; with no novel class yet, all.
     """
 
     name = "simpleshot"
@@ -97,9 +106,11 @@ class SimpleShot(PrototypeLearner):
         transform: Literal["none", "l2", "cl2n"] = "cl2n",
         transductive: bool = False,
         kmeans_steps: int = 10,
+        transductive_classes: Literal["all", "novel"] = "all",
     ) -> None:
         super().__init__(context)
-        for key, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 2), ("kmeans_steps", kmeans_steps, 0)):
+        for key, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 2),
+                                ("kmeans_steps", kmeans_steps, 0)):
             if value < low:
                 raise ClbenchError(f"learner 'simpleshot': hyper-parameter '{key}' must be >= {low}, got {value}")
         for key, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
@@ -109,13 +120,18 @@ class SimpleShot(PrototypeLearner):
         self.epochs, self.lr, self.optimizer, self.momentum = epochs, lr, optimizer, momentum
         self.weight_decay, self.batch_size, self.transform = weight_decay, batch_size, transform
         self.transductive, self.kmeans_steps = transductive, kmeans_steps
+        self.transductive_classes = transductive_classes
         self._setup(build_encoder(context, backbone))
         self.base_mean = torch.zeros(self.memory.dim, device=self.device)
 
     # ---- base training and the transform ---------------------------------------------------------
     def _train_base(self, x: torch.Tensor, y: torch.Tensor) -> None:
         classes = y.unique()
-        if self.epochs == 0 or len(classes) < 2:
+        if self.epochs == 0:
+            return
+        if len(classes) < 2:
+            warnings.warn("simpleshot: no base training: the base experience holds a single class; the encoder "
+                          "stays random")
             return
         lookup = torch.full((int(classes.max()) + 1,), -1, dtype=torch.long, device=y.device)
         lookup[classes] = torch.arange(len(classes), device=y.device)
@@ -125,7 +141,8 @@ class SimpleShot(PrototypeLearner):
             opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
         else:
             opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.epochs * math.ceil(len(y) / self.batch_size))
+        steps = self.epochs * math.ceil(len(y) / self.batch_size)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
         gen = generator(x.device, self.context.seed)
         for _ in range(self.epochs):
             order = torch.randperm(len(y), generator=gen, device=gen.device).to(x.device)
@@ -145,7 +162,10 @@ class SimpleShot(PrototypeLearner):
 
     def _scores(self, features: torch.Tensor) -> torch.Tensor:
         if self.transductive:
-            return transductive_scores(features, self.memory, self.kmeans_steps)
+            candidates = None
+            if self.transductive_classes == "novel" and (self.memory.seen & ~self.base_classes).any():
+                candidates = ~self.base_classes
+            return transductive_scores(features, self.memory, self.kmeans_steps, candidates)
         return self.memory.scores(features)
 
     # ---- state and merge ------------------------------------------------------------------------

@@ -46,10 +46,14 @@ FIXTURES = {
     "split-miniimagenet": (_pooled_mini, ["--set", "n_experiences=4"]),
     "miniimagenet-5way-1shot": (_pooled_mini, ["--set", "way=3", "--set", "query=2", "--set", "test_episodes=20"]),
     "miniimagenet-5way-5shot": (_pooled_mini, ["--set", "way=3", "--set", "query=1", "--set", "test_episodes=20"]),
+    "miniimagenet-fedrecon": (_pooled_mini, ["--set", "n_base_classes=4", "--set", "clients=2",
+                                             "--set", "classes_per_client=2", "--set", "client_shots=2",
+                                             "--set", "episodes=5"]),
     "cifar100-fscil": (lambda fmt, root: (fmt.write_cifar100(root), _cifar_sessions(fmt, root)), []),
     "miniimagenet-fscil": (lambda fmt, root: fmt.write_fscil(root), []),
 }
 EMBEDDED = {"split-digits", "split-digits-til"}
+LEARNERS = {"miniimagenet-fedrecon": "nmc,protonet"}  # federated: mergeable learners only
 
 
 def test_every_named_scenario_has_a_fixture():
@@ -61,11 +65,12 @@ def test_scenario_runs_on_fixtures(name, fmt, tmp_path, capsys):
     write, extra = FIXTURES[name]
     write(fmt, tmp_path / "data")
     board = tmp_path / "board.csv"
-    code = main(["run", "--scenario", name, "--learner", "nmc,finetune", "--data-root", str(tmp_path / "data"),
+    learners = LEARNERS.get(name, "nmc,finetune")
+    code = main(["run", "--scenario", name, "--learner", learners, "--data-root", str(tmp_path / "data"),
                  "--leaderboard", str(board), "--no-progress", "--set", "backbone=small_cnn", *extra])
     assert code == 0, capsys.readouterr().err
     frame = leaderboard.read(board)
-    assert list(frame["learner"]) == ["nmc", "finetune"]
+    assert list(frame["learner"]) == learners.split(",")
     spec = available_scenarios()[name]
     for _, row in frame.iterrows():
         matrix = json.loads(row["accuracy_matrix"])
