@@ -154,10 +154,16 @@ class Learner:
 
 @functools.lru_cache(maxsize=None)
 def _declared(cls: type) -> tuple[tuple[str, Hyperparameter], ...]:
-    init = getattr(cls.__init__, "__wrapped__", cls.__init__)
+    """The keyword arguments of the class's `__init__`; a `**kwargs` there inherits the
+    hyper-parameters of the parent class it passes them on to."""
+    owner = next(k for k in cls.__mro__ if "__init__" in vars(k))
+    init = getattr(owner.__init__, "__wrapped__", owner.__init__)
     hints = typing.get_type_hints(init)
     out = []
     for param in list(inspect.signature(init).parameters.values())[2:]:
+        if param.kind == param.VAR_KEYWORD and owner is not Learner:
+            parent = next(k for k in owner.__mro__[1:] if issubclass(k, Learner))
+            out.extend((n, hp) for n, hp in _declared(parent) if n not in dict(out))
         if param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
             continue
         if param.default is inspect.Parameter.empty:

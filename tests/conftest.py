@@ -1,6 +1,7 @@
 """Shared fixtures."""
 
 import pytest
+import torch
 
 
 @pytest.fixture(autouse=True)
@@ -13,3 +14,12 @@ def isolated_data_root(tmp_path_factory, monkeypatch):
 @pytest.fixture
 def leaderboard_path(tmp_path):
     return tmp_path / "board" / "leaderboard.csv"
+
+
+@pytest.fixture
+def single_thread():
+    """Tiny tensors: one thread is faster than a pool, and immune to a busy machine's cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -24,13 +24,7 @@ SHAPE = (3, 16, 16)  # conv4 needs >= 16 px; 16 px keeps meta-training fast on a
 N_CLASSES = 40  # 0-19: base (meta-train) classes; 20-39: held-out classes
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny convolutions: one thread is faster than several, and immune to a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def context(hidden: int = 16, seed: int = 0) -> Context:

@@ -21,13 +21,7 @@ from clbench.testing import check_learner
 SHAPE = (1, 2, 2)
 
 
-@pytest.fixture(autouse=True)
-def _single_threaded():
-    """Tiny data: one thread is fastest, and immune to the slowdown of a thread pool on busy shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _context(seed: int = 0, num_classes: int = 4) -> Context:

@@ -16,13 +16,7 @@ from clbench.testing import check_learner, learner_checks
 from test_protonet import fit, held_out_accuracy, images, make
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny convolutions: one thread is faster than several, and immune to a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def simpleshot(**hp) -> SimpleShot:

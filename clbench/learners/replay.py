@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
@@ -80,23 +80,14 @@ class Replay(Finetune):
     needs_task_ids = False
     online = True
 
-    def __init__(
-        self,
-        context: Context,
-        *,
-        lr: float = 0.05,
-        optimizer: Literal["sgd", "adam"] = "sgd",
-        momentum: float = 0.9,
-        weight_decay: float = 0.0,
-        buffer_size: int = 500,
-        replay_batch_size: int = 0,
-    ) -> None:
+    def __init__(self, context: Context, *, buffer_size: int = 500, replay_batch_size: int = 0,
+                 **finetune: Any) -> None:
         if buffer_size < 1:
             raise ClbenchError(f"learner 'replay': hyper-parameter 'buffer_size' must be at least 1, got {buffer_size}")
         if replay_batch_size < 0:
             raise ClbenchError(f"learner 'replay': hyper-parameter 'replay_batch_size' must be >= 0 "
                                f"(0 = the stream batch size), got {replay_batch_size}")
-        super().__init__(context, lr=lr, optimizer=optimizer, momentum=momentum, weight_decay=weight_decay)
+        super().__init__(context, **finetune)
         self.buffer_size = buffer_size
         self.replay_batch_size = replay_batch_size
         self.generator = torch.Generator().manual_seed((context.seed + _SEED_OFFSET) % 2**63)
