@@ -68,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
                                 description="Show leaderboard rows grouped by (scenario fingerprint, learner, config), mean ± std over seeds.")
     _leaderboard_option(board)
     board.add_argument("--format", default="text", choices=("text", "markdown", "html"), help="output format (default: text)")
+    board.add_argument("--plot", metavar="DIR", type=Path,
+                       help="also write accuracy-curve and accuracy-matrix plots (PNG) into DIR")
     return parser
 
 
@@ -238,6 +240,11 @@ def _leaderboard(args: argparse.Namespace) -> int:
 
     frame = leaderboard.read(args.leaderboard or leaderboard.default_path())
     print(leaderboard.render(leaderboard.aggregate(frame), args.format))
+    if args.plot:
+        from clbench.plots import plot_leaderboard
+
+        written = plot_leaderboard(frame, args.plot)
+        print(f"\n{len(written)} plot(s) written to {args.plot}")
     return 0
 
 

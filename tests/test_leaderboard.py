@@ -12,6 +12,7 @@ import pytest
 from clbench import leaderboard, metrics, runner
 from clbench.errors import ClbenchError
 from clbench.learner import get_learner
+from clbench.plots import plot_leaderboard
 from synthetic import make_scenario
 
 
@@ -99,3 +100,10 @@ def test_unwritable_path_is_one_line(tmp_path):
         leaderboard.check_writable(blocker / "sub" / "leaderboard.csv")
     with pytest.raises(ClbenchError, match="is a directory"):
         leaderboard.check_writable(tmp_path)
+
+
+def test_plots_are_written(row, tmp_path):
+    frame = pd.DataFrame([{**row, "seed": s} for s in (0, 1)] + [{**row, "learner": "other"}])
+    written = plot_leaderboard(frame, tmp_path / "plots")
+    names = sorted(p.name for p in written)
+    assert len(names) == 3 and names[0].endswith("-curves.png") and all(p.stat().st_size > 1000 for p in written)
