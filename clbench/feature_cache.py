@@ -50,8 +50,8 @@ class FrozenEncoder:
             self.model = self.model.to(memory_format=torch.channels_last)
         cfg = input_config(self.model)
         channels = image_shape[0]
-        if cfg is not None:  # timm: the pretrained input size and statistics
-            size, mean, std = cfg["input_size"][-1], tuple(cfg["mean"]), tuple(cfg["std"])
+        if cfg is not None:  # timm: the pretrained statistics, and its input size unless the spec sets one
+            size, mean, std = spec_size or cfg["input_size"][-1], tuple(cfg["mean"]), tuple(cfg["std"])
         else:
             size, mean, std = spec_size, spec_mean, spec_std
         if not normalize:

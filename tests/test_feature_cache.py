@@ -102,3 +102,12 @@ def test_checkpoint_round_trip_gives_the_same_network(tmp_path):
 def test_hub_weights_without_network_is_one_line():
     with pytest.raises(ClbenchError, match="no hub weights"):
         make_backbone("conv4", (3, 84, 84), weights="hub")
+
+
+def test_timm_encoder_takes_its_statistics_but_the_spec_image_size():
+    from clbench.feature_cache import FrozenEncoder
+
+    encoder = FrozenEncoder("resnet18", "", (3, 32, 32), 32, (0.5,), (0.5,), True, torch.device("cpu"))
+    assert encoder.transform.size == 32 and encoder.transform.mean == (0.485, 0.456, 0.406)
+    default = FrozenEncoder("resnet18", "", (3, 32, 32), 0, (0.5,), (0.5,), True, torch.device("cpu"))
+    assert default.transform.size == 224  # no image_size in the spec: the pretrained input size
