@@ -100,28 +100,29 @@ class FeatureCache:
     def __init__(self, folder: Path | None) -> None:
         self.folder = Path(folder) if folder is not None else None
 
+    def off(self, encoder: FrozenEncoder) -> bool:
+        """No disk cache: none configured, or the identity encoder (its features are the pixels)."""
+        return self.folder is None or encoder.name == "flatten"
+
     def features(self, encoder: FrozenEncoder, dataset: str, parts: dict[str, LabeledArrays],
                  images: dict[str, torch.Tensor], batch: int) -> tuple[dict[str, torch.Tensor], FeatureReport]:
         """Features of every partition on the encoder's device, from the cache when present."""
         start = time.perf_counter()
-        statuses, out = [], {}
+        encoded, out = [], {}
         for name, part in parts.items():
             shape = (len(part), encoder.out_dim)
 
             def fill(array: np.ndarray, name: str = name) -> None:
-                statuses.append("miss")
+                encoded.append(name)
                 encoder.encode_into(images[name], array, batch)
 
-            if self.folder is None or encoder.name == "flatten":
+            if self.off(encoder):
                 array = np.empty(shape, dtype=np.float32)
                 fill(array)
-                statuses[-1] = "off"
             else:
                 path = self.folder / f"{encoder.name.replace('/', '_')}-{encoder.key(dataset, part)}-{name}.npy"
                 array = cached_array(path, shape, fill, dtype=np.float32)
-                if len(statuses) < len(out) + 1:
-                    statuses.append("hit")
             out[name] = torch.from_numpy(np.array(array)).to(encoder.device)
         synchronize(encoder.device)
-        status = "off" if "off" in statuses else ("hit" if set(statuses) == {"hit"} else "miss")
+        status = "off" if self.off(encoder) else ("miss" if encoded else "hit")
         return out, FeatureReport(status, time.perf_counter() - start)
