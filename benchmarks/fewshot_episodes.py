@@ -12,7 +12,8 @@ normalisation ((x / 255 - mean) / std, ImageNet statistics).
   `episodes=0` means no meta-training), `runner.run(scenario, ProtoNet, {"episodes": 0,
   "backbone": "conv4"})`. The seconds are the whole run (episode sampling included) and its episode
   evaluation (`RunResult.eval_seconds`): clbench encodes every test image once, then learns and
-  predicts each episode on the embeddings.
+  predicts each episode on the embeddings; its frozen encoder is an `inference_copy` (batch norms
+  folded, channels-last), and the script prints that copy's throughput next to the module's.
 - easyfsl, as its users run it: a `FewShotDataset` over the same arrays (`__getitem__` gives one
   normalised float image and its label; `get_labels()`), `TaskSampler(n_way=5, n_shot=5,
   n_query=15, n_tasks=N)`, a `DataLoader(batch_sampler=sampler, collate_fn=
@@ -37,6 +38,7 @@ from __future__ import annotations
 import argparse
 import random
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +50,8 @@ from _common import machine, table, timed, verdict  # noqa: E402
 
 from clbench import metrics  # noqa: E402
 from clbench.datasets import Dataset, LabeledArrays  # noqa: E402
-from clbench.device import resolve_device  # noqa: E402
+from clbench.device import resolve_device, synchronize  # noqa: E402
+from clbench.inference import channels_last, inference_copy  # noqa: E402
 from clbench.learners.protonet import ProtoNet  # noqa: E402
 from clbench.protocols.episodes import episodic_stream  # noqa: E402
 from clbench.runner import run  # noqa: E402
@@ -201,6 +204,26 @@ def cross_check(scenario: Scenario, result, encoder: torch.nn.Module, k: int,  #
     return equal, worst
 
 
+def encoder_throughput(encoder: torch.nn.Module, device: torch.device, batch: int = EVAL_BATCH,
+                       seconds: float = 3.0) -> tuple[float, float]:
+    """Images/s of the encoder as built (what easyfsl runs) and of clbench's `inference_copy` of it
+    (batch norms folded, channels-last), side by side on the same random batch."""
+    x = torch.randn(batch, 3, SIZE, SIZE, device=device)
+
+    def rate(model: torch.nn.Module, inputs: torch.Tensor) -> float:
+        with torch.inference_mode():
+            model(inputs)
+            synchronize(device)
+            start, n = time.perf_counter(), 0
+            while time.perf_counter() - start < seconds:
+                model(inputs)
+                n += batch
+            synchronize(device)
+            return n / (time.perf_counter() - start)
+
+    return rate(encoder.eval(), x), rate(inference_copy(encoder), channels_last(x))
+
+
 # ---- main -------------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -259,6 +282,9 @@ def main() -> None:
     print(f"\nTarget: clbench >= {TARGET:.0f}x faster than easyfsl (whole run): {ratio:.1f}x, "
           f"{verdict(ratio >= TARGET)}."
           + (f" easyfsl's time is extrapolated linearly from {m:,} of {n:,} episodes." if extrapolated else ""))
+    as_built, folded = encoder_throughput(encoder, device)
+    print(f"Encoder throughput (batch {EVAL_BATCH}): as built {as_built:.0f} images/s (what easyfsl runs); clbench's "
+          f"frozen copy (batch norms folded, channels-last) {folded:.0f} images/s: {folded / as_built:.2f}x.")
     used = len(np.unique(np.concatenate([np.concatenate([e.support, e.query]) for e in scenario.stream.episodes])))
     per_episode = WAY * (SHOT + QUERY)
     print(f"Images encoded: clbench {used:,} (each test image an episode uses, once); easyfsl {per_episode} per "

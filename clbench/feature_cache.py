@@ -21,6 +21,7 @@ from clbench.backbones import input_config, make_backbone, weights_id
 from clbench.datasets import LabeledArrays
 from clbench.datasets.cache import cached_array
 from clbench.device import synchronize
+from clbench.inference import channels_last, inference_copy
 
 SAMPLED_IMAGES = 64  # images hashed (evenly spaced) to identify a partition's content cheaply
 
@@ -45,9 +46,7 @@ class FrozenEncoder:
         with torch.random.fork_rng(devices=[]):  # a random-init encoder is the same in every run
             torch.manual_seed(0)
             self.model: nn.Module = make_backbone(name, _resized(image_shape, spec_size), weights=weights)
-        self.model = self.model.to(device).eval().requires_grad_(False)
-        if device.type == "cuda" and name not in ("flatten", "mlp"):
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = inference_copy(self.model.to(device))
         cfg = input_config(self.model)
         channels = image_shape[0]
         if cfg is not None:  # timm: the pretrained statistics, and its input size unless the spec sets one
@@ -74,9 +73,7 @@ class FrozenEncoder:
         """Encode uint8 images (any device) in batches into the float32 array `out`."""
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
         for i in range(0, len(images), batch):
-            x = self.transform(images[i : i + batch].to(self.device, non_blocking=True))
-            if self.device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = channels_last(self.transform(images[i : i + batch].to(self.device, non_blocking=True)))
             with autocast:
                 z = self.model(x)
             out[i : i + batch] = z.float().flatten(1).cpu().numpy()

@@ -217,6 +217,21 @@ def test_encoded_inputs_give_the_same_predictions_as_images() -> None:
         learner.predict(torch.zeros(2, 3), None)
 
 
+def test_frozen_encoding_follows_the_loaded_encoder() -> None:
+    """encode() runs a folded, channels-last copy of the trained encoder: it computes what the encoder
+    computes in eval mode, and a loaded state replaces it (never a stale copy)."""
+    trained = make(episodes=3, train_way=5, train_shot=2, train_query=2)
+    fit(trained, *images(range(20), 5, seed=16))
+    other = make(seed=1, episodes=3, train_way=5, train_shot=2, train_query=2)
+    fit(other, *images(range(20), 5, seed=17))
+    x, _ = images(range(20, 25), 3, seed=18)
+    with torch.no_grad():
+        expected = trained.encoder.eval()(x)
+    assert torch.allclose(trained.encode(x), expected, rtol=1e-4, atol=1e-5)
+    other.load_state_dict(trained.state_dict())
+    assert torch.allclose(other.encode(x), trained.encode(x), rtol=1e-5, atol=1e-6)
+
+
 # ---- federated merge ----------------------------------------------------------------------------------
 def _same_memory(a, b) -> None:
     assert torch.allclose(a.memory.counts, b.memory.counts)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from clbench.errors import ClbenchError
+from clbench.inference import channels_last, inference_copy
 from clbench.learner import ExperienceInfo, Learner
 
 BACKBONES = Literal["scenario", "conv4", "resnet12", "resnet32", "reduced_resnet18", "small_cnn", "mlp"]
@@ -174,6 +175,9 @@ class PrototypeLearner(Learner):
 
     def _setup(self, encoder: nn.Module) -> None:
         self.encoder = encoder.to(self.device)
+        self._frozen: nn.Module | None = None
+        """The frozen encoder's `inference_copy` (batch norms folded, channels-last): what encodes once
+        the base phase is over; `self.encoder` keeps the trained weights and the state-dict keys."""
         self.memory = PrototypeMemory(self.context.num_classes, int(encoder.out_dim), self.device)
         self.base_done = False
         self.base_classes = torch.zeros(self.context.num_classes, dtype=torch.bool, device=self.device)
@@ -298,12 +302,15 @@ class PrototypeLearner(Learner):
         self.encoder.requires_grad_(not frozen)
         if frozen:
             self.encoder.eval()
+        self._frozen = inference_copy(self.encoder) if frozen else None
 
     @torch.no_grad()
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        if not len(x):
+            return torch.zeros(0, self.memory.dim, device=self.device)
         self.encoder.eval()
-        return torch.cat([self.encoder(chunk).float() for chunk in x.split(ENCODE_CHUNK)]) if len(x) else \
-            torch.zeros(0, self.memory.dim, device=self.device)
+        model = self.encoder if self._frozen is None else self._frozen
+        return torch.cat([model(channels_last(chunk)).float() for chunk in x.split(ENCODE_CHUNK)])
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         """Embeddings of images (4-D) or already-embedded inputs (2-D), float32."""
