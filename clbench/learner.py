@@ -10,13 +10,15 @@ import sys
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Literal
+from typing import Any, Callable, ClassVar, Iterable, Literal, TypeVar
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from clbench.errors import ClbenchError
 
+T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Context:
@@ -33,11 +35,18 @@ class Context:
     seed: int
     backbone: Callable[..., nn.Module]
     n_experiences: int = 1
+    progress: bool = True
+    """Whether long work inside the learner may show a progress bar (`clbench run --no-progress`: no)."""
 
     @property
     def feature_dim(self) -> int:
         """The feature dimension, for `wants = "features"` learners."""
         return self.input_shape[0]
+
+    def progress_bar(self, iterable: Iterable[T], desc: str, unit: str = "it", total: int | None = None) -> tqdm:
+        """A tqdm bar over `iterable` for a learner's long work (e.g. meta-training), shown on a
+        terminal unless the run asked for no progress; it disappears when done."""
+        return tqdm(iterable, desc=desc, unit=unit, total=total, leave=False, disable=None if self.progress else True)
 
 
 @dataclass(frozen=True)

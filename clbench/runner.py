@@ -103,6 +103,7 @@ def run(
         seed=seed,
         backbone=backbone_factory(spec.backbone, inputs.image_shape, spec.weights),
         n_experiences=len(stream.experiences),
+        progress=progress,
     )
 
     def new_learner() -> Learner:

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from clbench.errors import ClbenchError
+from clbench.inference import channels_last
 from clbench.learner import Context
 from clbench.learners.prototypes import BACKBONES, PrototypeLearner, build_encoder, generator
 
@@ -157,12 +158,15 @@ class ProtoNet(PrototypeLearner):
                           f"{int(sampler.counts.min())}")
         optimizer = torch.optim.Adam(self.encoder.parameters(), lr=self.lr)
         schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=self.lr_halve_every, gamma=0.5)
-        for _ in range(self.episodes):
+        bar = self.context.progress_bar(range(self.episodes), f"{self.name} meta-training", unit="episode")
+        for episode in bar:
             index = sampler.sample()  # way x (shot + query): support images first
-            embeddings = self.encoder(x[index.reshape(-1)]).float().view(*index.shape, -1)
+            embeddings = self.encoder(channels_last(x[index.reshape(-1)])).float().view(*index.shape, -1)
             support, query = embeddings[:, : sampler.shot], embeddings[:, sampler.shot:]
             value = prototypical_loss(support, query, self.loss, self.margin)
             optimizer.zero_grad(set_to_none=True)
             value.backward()
             optimizer.step()
             schedule.step()
+            if episode % 10 == 0:
+                bar.set_postfix(loss=f"{value.item():.3f}", refresh=False)

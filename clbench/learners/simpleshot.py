@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clbench.errors import ClbenchError
+from clbench.inference import channels_last
 from clbench.learner import Context
 from clbench.learners.prototypes import (BACKBONES, PrototypeLearner, PrototypeMemory, build_encoder, generator,
                                          place, squared_distances)
@@ -144,11 +145,11 @@ class SimpleShot(PrototypeLearner):
         steps = self.epochs * math.ceil(len(y) / self.batch_size)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
         gen = generator(x.device, self.context.seed)
-        for _ in range(self.epochs):
+        for _ in self.context.progress_bar(range(self.epochs), f"{self.name} base training", unit="epoch"):
             order = torch.randperm(len(y), generator=gen, device=gen.device).to(x.device)
             for batch in order.split(self.batch_size):
                 if len(batch) > 1:
-                    value = F.cross_entropy(head(self.encoder(x[batch]).float()), lookup[y[batch]])
+                    value = F.cross_entropy(head(self.encoder(channels_last(x[batch])).float()), lookup[y[batch]])
                     opt.zero_grad(set_to_none=True)
                     value.backward()
                     opt.step()
