@@ -92,3 +92,10 @@ def test_learner_without_own_init_rejects_keywords():
     assert Bare(CTX).config == {}
     with pytest.raises(ClbenchError, match="learner 'bare' has no hyper-parameter 'lr'; accepted: none"):
         Bare(CTX, lr=0.1)
+
+
+def test_progress_bars_follow_the_run_setting():
+    quiet = Context(torch.device("cpu"), num_classes=3, input_shape=(2,), seed=0, backbone=None, progress=False)
+    bar = quiet.progress_bar(range(4), "meta-training", unit="episode")
+    assert bar.disable and list(bar) == [0, 1, 2, 3]
+    assert CTX.progress  # on by default: shown when the output is a terminal (tqdm decides)

@@ -175,3 +175,16 @@ def test_class_incremental_scores_the_test_union_once_per_evaluation():
     Counts.predicted.clear()
     runner.run(make_scenario(n_classes=6, n_experiences=3, test_per_class=2, task_incremental=True), Counts, progress=False)
     assert Counts.predicted == [4] * 12  # task-incremental: per experience (task id), untrained pass included
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_the_learner_is_told_whether_to_show_progress(progress):
+    seen = []
+
+    class Records(FavoursHighestClass):
+        def __init__(self, context) -> None:
+            super().__init__(context)
+            seen.append(context.progress)
+
+    runner.run(make_scenario(), Records, seed=0, progress=progress)
+    assert seen == [progress]
