@@ -48,9 +48,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="auto picks CUDA, then MPS, then CPU (default: auto)")
     run.add_argument("--data-root", metavar="DIR", help="data folder (default: $CLBENCH_DATA, else ~/.cache/clbench)")
     run.add_argument("--cache-dir", metavar="DIR", type=Path,
-                     help="where prepared image caches and frozen-encoder features go "
-                          "(default: next to the data, and DATA_ROOT/features)")
+                     help="where prepared image caches, frozen-encoder features and run checkpoints go "
+                          "(default: next to the data, DATA_ROOT/features and DATA_ROOT/checkpoints)")
     run.add_argument("--no-feature-cache", action="store_true", help="compute frozen-encoder features in memory only")
+    run.add_argument("--no-resume", action="store_true",
+                     help="start over even where an interrupted run left a checkpoint (runs save one after every "
+                          "experience; the same command resumes them)")
     run.add_argument("--deterministic", action="store_true",
                      help="use PyTorch's deterministic algorithms (slower on GPU; same seed, same device, same matrix)")
     _leaderboard_option(run)
@@ -92,7 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"clbench: error: {exc}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("clbench: interrupted", file=sys.stderr)
+        resume = " (finished experiences are saved: the same command resumes)" if args.command == "run" else ""
+        print(f"clbench: interrupted{resume}", file=sys.stderr)
         return 130
 
 
@@ -162,6 +166,7 @@ def _run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     from clbench import leaderboard, runner
+    from clbench.checkpoint import Checkpoint, run_key
     from clbench.datasets import resolve_data_root
     from clbench.device import resolve_device, set_deterministic
     from clbench.feature_cache import FeatureCache
@@ -179,17 +184,24 @@ def _run(args: argparse.Namespace) -> int:
     spec = spec.with_overrides(overrides)
     device = resolve_device(args.device)
     scenario = build_scenario(spec, args.data_root, args.cache_dir)
-    cache = None if args.no_feature_cache else FeatureCache((args.cache_dir or resolve_data_root(args.data_root)) / "features")
+    cache_root = args.cache_dir or resolve_data_root(args.data_root)
+    cache = None if args.no_feature_cache else FeatureCache(cache_root / "features")
     if args.deterministic:
         set_deterministic()
 
     table, columns = [], RESULT_COLUMNS.get(scenario.stream.protocol, RESULT_COLUMNS["default"])
     for cls in learners:
         for seed in seeds:
+            checkpoint = Checkpoint(cache_root / "checkpoints", run_key(scenario, cls, configs[cls], seed, device))
+            if args.no_resume:
+                checkpoint.remove()
+            elif checkpoint.path.exists():
+                print(f"resuming {cls.name} seed {seed} from its checkpoint {checkpoint.path}", file=sys.stderr)
             result = runner.run(scenario, cls, configs[cls], seed=seed, device=device, progress=not args.no_progress,
-                                feature_cache=cache)
+                                feature_cache=cache, checkpoint=checkpoint)
             row = leaderboard.make_row(result, scenario, cls.wants)
             leaderboard.append_rows(path, [row])
+            checkpoint.remove()
             table.append([row["learner"], seed, *(_fmt(row[c]) for c in columns.values()),
                           f"{row['train_seconds']:.2f}", f"{row['eval_seconds']:.2f}", _features(row)])
     print(f"{spec.display_name} ({scenario.stream.protocol}, {len(scenario.stream.experiences)} experiences, "

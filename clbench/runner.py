@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from clbench.backbones import backbone_factory
+from clbench.checkpoint import Checkpoint, random_states, set_random_states
 from clbench.device import peak_memory_mb, reset_peak_memory, resolve_device, synchronize
 from clbench.episode_eval import evaluate_episodes
 from clbench.errors import ClbenchError
@@ -78,12 +79,18 @@ def run(
     device: str | torch.device = "auto",
     progress: bool = True,
     feature_cache: FeatureCache | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> RunResult:
     """Train `learner_cls(**config)` through the scenario's stream, evaluating after each experience.
 
     Feature-level learners read the frozen encoder's features from `feature_cache` (computed and
     stored on a miss; None computes them in memory). Few-shot scenarios then evaluate their test
     episodes; federated ones train a client learner per client and merge them into the server.
+
+    With a `checkpoint` (see `clbench.checkpoint.run_key` for the key that names it), the run saves
+    its progress after every finished experience and, when the file already holds some, resumes
+    after the last experience it records, with the same result as an uninterrupted run. The file
+    stays when the run returns: the caller removes it once the result is stored.
     """
     if scenario.spec.online and not learner_cls.online:
         raise ClbenchError(f"learner '{learner_cls.name}' is not online-capable (online = False); "
@@ -112,10 +119,13 @@ def run(
     learner = new_learner()
     evaluator = Evaluator(scenario, inputs, learner)
     trainer = _Trainer(inputs, spec, device, seed)
-    untrained = evaluator.accuracies(-1) if stream.reports_forward_transfer else None
-    rows, clients = [], []
-    bar = tqdm(stream.experiences, desc=f"{learner_cls.name} seed {seed}", unit="exp",
-               disable=None if progress else True, leave=False)
+    saved = checkpoint.load() if checkpoint else None
+    if saved:
+        untrained, rows, clients = _resume(saved, learner, evaluator, trainer, inputs)
+    else:
+        untrained, rows, clients = evaluator.accuracies(-1) if stream.reports_forward_transfer else None, [], []
+    bar = tqdm(stream.experiences[len(rows):], desc=f"{learner_cls.name} seed {seed}", unit="exp", initial=len(rows),
+               total=len(stream.experiences), disable=None if progress else True, leave=False)
     for exp in bar:
         if stream.clients and stream.clients[exp.index]:
             clients.append(_mission(learner, new_learner, stream.clients[exp.index], trainer, evaluator))
@@ -125,6 +135,8 @@ def run(
             trainer.train(learner, exp, indices, len(stream.experiences))
         rows.append(evaluator.accuracies(exp.index))
         bar.set_postfix(acc=f"{np.mean(rows[-1][: exp.index + 1]):.1f}")
+        if checkpoint:
+            checkpoint.save(_progress(learner, exp.index, untrained, rows, clients, evaluator, trainer, inputs))
 
     episode_accuracies = None
     if stream.episodes:  # few-shot: the held-out episodes are what is evaluated
@@ -164,6 +176,14 @@ class _Trainer:
         self.generator = torch.Generator().manual_seed(seed)
         self.seconds, self.samples_seen = 0.0, 0
 
+    def state(self) -> dict[str, Any]:
+        """The shuffling generator and the totals so far (what a resumed run carries on from)."""
+        return {"generator": self.generator.get_state(), "seconds": self.seconds, "samples_seen": self.samples_seen}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.seconds, self.samples_seen = state["seconds"], state["samples_seen"]
+
     def train(self, learner: Learner, exp: Experience, indices: np.ndarray, n_experiences: int) -> None:
         """Feed `learner` the training rows `indices` as experience `exp`."""
         train_index = torch.as_tensor(indices, device=self.device)
@@ -182,6 +202,25 @@ class _Trainer:
             guard(learner, "end_experience", exp.index, learner.end_experience, info)
         synchronize(self.device)
         self.seconds += time.perf_counter() - start
+
+
+def _progress(learner: Learner, index: int, untrained: list[float] | None, rows: list[list[float]],
+              clients: list[list[float]], evaluator: Evaluator, trainer: _Trainer, inputs: Inputs) -> dict[str, Any]:
+    """What a checkpoint holds after experience `index`: everything a resumed run carries on from."""
+    return {"learner": guard(learner, "state_dict", index, learner.state_dict), "untrained": untrained,
+            "rows": rows, "clients": clients, "curve": evaluator.curve, "eval_seconds": evaluator.seconds,
+            "trainer": trainer.state(), "augment": inputs.augment_generator.get_state(), "random": random_states()}
+
+
+def _resume(saved: dict[str, Any], learner: Learner, evaluator: Evaluator, trainer: _Trainer,
+            inputs: Inputs) -> tuple[list[float] | None, list[list[float]], list[list[float]]]:
+    """Put a fresh run back where `saved` (a `_progress`) left it; returns (untrained, rows, clients)."""
+    guard(learner, "load_state_dict", len(saved["rows"]) - 1, learner.load_state_dict, saved["learner"])
+    evaluator.curve, evaluator.seconds = saved["curve"], saved["eval_seconds"]
+    trainer.load_state(saved["trainer"])
+    inputs.augment_generator.set_state(saved["augment"])
+    set_random_states(saved["random"])
+    return saved["untrained"], saved["rows"], saved["clients"]
 
 
 def _mission(server: Learner, new_learner: Callable[[], Learner], clients: tuple[Experience, ...],

@@ -139,3 +139,30 @@ def test_console_script_main_job(tmp_path):
     assert proc.returncode == 0, proc.stderr
     finals = {r["learner"]: r["final_accuracy"] for _, r in leaderboard.read(tmp_path / "leaderboard" / "leaderboard.csv").iterrows()}
     assert finals["finetune"] < 30 and finals["joint"] > 90 and finals["nmc"] > 85
+
+
+def test_an_interrupted_run_resumes_with_the_same_command(tmp_path, monkeypatch, capsys, leaderboard_path):
+    _write_plugin(tmp_path, """
+        from pathlib import Path
+        from clbench.learners.finetune import Finetune
+        class Stoppable(Finetune):
+            def begin_experience(self, info):
+                if info.index == 2 and Path("interrupt").exists():
+                    raise KeyboardInterrupt
+        """)
+    monkeypatch.chdir(tmp_path)
+    args = ("--learner", "my_learner:Stoppable", "--set", "epochs=1")
+    (tmp_path / "interrupt").touch()
+    assert run_cli(*args, board=leaderboard_path) == 130
+    assert "interrupted (finished experiences are saved: the same command resumes)" in capsys.readouterr().err
+    checkpoints = Path(os.environ["CLBENCH_DATA"]) / "checkpoints"
+    assert len(list(checkpoints.glob("*.pt"))) == 1 and not leaderboard_path.exists()
+
+    (tmp_path / "interrupt").unlink()
+    assert run_cli(*args, board=leaderboard_path) == 0
+    assert "resuming finetune seed 0 from its checkpoint" in capsys.readouterr().err
+    assert list(checkpoints.iterdir()) == []  # removed once the row is stored
+    assert run_cli(*args, "--no-resume", board=leaderboard_path) == 0
+    resumed, fresh = leaderboard.read(leaderboard_path)["accuracy_matrix"]
+    assert json.loads(resumed) == json.loads(fresh)
+    sys.modules.pop("my_learner", None)

@@ -96,7 +96,7 @@ def cached_array(path: Path, shape: tuple[int, ...], fill: Callable[[np.ndarray]
     if 0 in shape:  # nothing to cache (and an empty array cannot be memory-mapped)
         return np.empty(shape, dtype=dtype)
     try:
-        if _marked_read_only(path.parent):
+        if marked_read_only(path.parent):
             raise PermissionError("the folder is marked read-only")
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -124,7 +124,7 @@ def cached_array(path: Path, shape: tuple[int, ...], fill: Callable[[np.ndarray]
     return _open(path, shape, dtype)
 
 
-def _marked_read_only(folder: Path) -> bool:
+def marked_read_only(folder: Path) -> bool:
     """True if the nearest existing folder has no write permission bit at all: a data folder shared
     read-only is left alone even by root, whom the kernel would let write."""
     existing = next((p for p in (folder, *folder.parents) if p.exists()), None)

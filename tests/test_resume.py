@@ -1,0 +1,145 @@
+"""Resuming interrupted runs (DESIGN §8): a run interrupted after some experiences and started again
+with its checkpoint gives exactly the result of an uninterrupted run; checkpoints are written
+atomically and belong to one run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from clbench import runner
+from clbench.checkpoint import Checkpoint, random_states, run_key, set_random_states
+from clbench.errors import ClbenchError
+from clbench.learner import get_learner
+from synthetic import make_scenario
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+CONFIGS = {"finetune": {"lr": 0.1}, "replay": {"lr": 0.1, "buffer_size": 8}, "nmc": {}}
+
+
+def scenario():
+    """4 experiences, 2 epochs, crop-flip augmentation: shuffling, augmentation and the learners'
+    own randomness all have to be carried over."""
+    return make_scenario(n_classes=8, n_experiences=4, per_class=6, epochs=2, augment="crop-flip", crop_padding=1)
+
+
+def interrupting(cls, at: int):
+    """`cls`, unchanged except that learning experience `at` is interrupted (as by Ctrl-C)."""
+    class Interrupted(cls):
+        def begin_experience(self, info):
+            if info.index == at:
+                raise KeyboardInterrupt
+            super().begin_experience(info)
+    Interrupted.__qualname__ = cls.__qualname__  # the same run as far as the checkpoint key goes
+    Interrupted.__module__ = cls.__module__
+    return Interrupted
+
+
+def checkpoint_for(tmp_path, sc, cls, config, seed=0):
+    return Checkpoint(tmp_path, run_key(sc, cls, config, seed, torch.device("cpu")))
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("at", [1, 3])
+def test_a_resumed_run_gives_the_uninterrupted_result(tmp_path, name, at):
+    sc, cls, config = scenario(), get_learner(name), CONFIGS[name]
+    whole = runner.run(sc, cls, config, seed=3, device="cpu", progress=False)
+    checkpoint = checkpoint_for(tmp_path, sc, cls, config, seed=3)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(sc, interrupting(cls, at), config, seed=3, device="cpu", progress=False, checkpoint=checkpoint)
+    assert checkpoint.path.exists() and list(tmp_path.iterdir()) == [checkpoint.path]  # no temporary file left
+    assert len(checkpoint.load()["rows"]) == at
+
+    resumed = runner.run(sc, cls, config, seed=3, device="cpu", progress=False, checkpoint=checkpoint)
+    assert resumed.accuracy_matrix == whole.accuracy_matrix
+    assert resumed.accuracy_curve == whole.accuracy_curve
+    assert resumed.samples_seen == whole.samples_seen
+
+
+def test_a_finished_runs_checkpoint_replays_its_result_without_training(tmp_path):
+    sc, cls = scenario(), get_learner("finetune")
+    checkpoint = checkpoint_for(tmp_path, sc, cls, {})
+    first = runner.run(sc, cls, {}, device="cpu", progress=False, checkpoint=checkpoint)
+
+    class MustNotLearn(cls):
+        def learn(self, x, y, task):
+            raise AssertionError("a finished run was trained again")
+    MustNotLearn.__qualname__, MustNotLearn.__module__ = cls.__qualname__, cls.__module__
+    again = runner.run(sc, MustNotLearn, {}, device="cpu", progress=False, checkpoint=checkpoint)
+    assert again.accuracy_matrix == first.accuracy_matrix
+
+
+def test_the_key_names_one_run():
+    sc, nmc = scenario(), get_learner("nmc")
+    cpu = torch.device("cpu")
+    key = run_key(sc, nmc, {}, 0, cpu)
+    assert key == run_key(scenario(), nmc, {}, 0, cpu)
+    others = {run_key(sc, nmc, {}, 1, cpu), run_key(sc, nmc, {"l2_normalize": True}, 0, cpu),
+              run_key(sc, get_learner("finetune"), {}, 0, cpu),
+              run_key(make_scenario(n_classes=8, n_experiences=4, per_class=6, epochs=3), nmc, {}, 0, cpu)}
+    assert key not in others and len(others) == 4
+
+
+def test_a_foreign_or_corrupt_checkpoint_is_one_clear_error(tmp_path):
+    sc, nmc = scenario(), get_learner("nmc")
+    mine = checkpoint_for(tmp_path, sc, nmc, {})
+    Checkpoint(tmp_path, "another-run").save({"rows": []})
+    (tmp_path / "another-run.pt").rename(mine.path)
+    with pytest.raises(ClbenchError, match="belongs to another run.*--no-resume"):
+        runner.run(sc, nmc, {}, device="cpu", progress=False, checkpoint=mine)
+    mine.path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ClbenchError, match="cannot read the checkpoint"):
+        mine.load()
+
+
+def test_random_states_round_trip_through_a_saved_file(tmp_path):
+    import random
+
+    import numpy as np
+
+    checkpoint = Checkpoint(tmp_path, "rng")
+    checkpoint.save({"random": random_states()})
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    set_random_states(checkpoint.load()["random"])
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected
+
+
+def test_an_unwritable_folder_warns_once_and_the_run_goes_on(tmp_path):
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    folder.chmod(0o555)  # no write bit: left alone even by root
+    sc, nmc = scenario(), get_learner("nmc")
+    checkpoint = Checkpoint(folder / "checkpoints", run_key(sc, nmc, {}, 0, torch.device("cpu")))
+    try:
+        with pytest.warns(UserWarning, match="cannot write run checkpoints.*cannot be resumed") as caught:
+            result = runner.run(sc, nmc, {}, device="cpu", progress=False, checkpoint=checkpoint)
+    finally:
+        folder.chmod(0o755)
+    assert len(caught) == 1 and len(result.accuracy_matrix) == 4 and not (folder / "checkpoints").exists()
+
+
+def test_federated_and_episode_runs_resume_too(tmp_path):
+    from test_episodes import _episodic_scenario
+    from test_federated import _scenario as federated_scenario
+
+    protonet, config = get_learner("protonet"), {"episodes": 2, "train_way": 2, "train_shot": 1, "train_query": 1}
+    fed = federated_scenario()
+    whole = runner.run(fed, protonet, config, device="cpu", progress=False)
+    checkpoint = checkpoint_for(tmp_path, fed, protonet, config)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(fed, interrupting(protonet, 2), config, device="cpu", progress=False, checkpoint=checkpoint)
+    resumed = runner.run(fed, protonet, config, device="cpu", progress=False, checkpoint=checkpoint)
+    assert resumed.accuracy_matrix == whole.accuracy_matrix and resumed.client_accuracies == whole.client_accuracies
+
+    episodic = _episodic_scenario()
+    whole = runner.run(episodic, protonet, config, device="cpu", progress=False)
+    checkpoint = checkpoint_for(tmp_path, episodic, protonet, config)
+    runner.run(episodic, protonet, config, device="cpu", progress=False, checkpoint=checkpoint)  # then "interrupted"
+
+    class NoMetaTraining(protonet):
+        def _train_base(self, x, y):
+            raise AssertionError("meta-training was redone")
+    NoMetaTraining.__qualname__, NoMetaTraining.__module__ = protonet.__qualname__, protonet.__module__
+    resumed = runner.run(episodic, NoMetaTraining, config, device="cpu", progress=False, checkpoint=checkpoint)
+    assert resumed.episode_accuracies == whole.episode_accuracies
