@@ -7,9 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import random
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,8 +16,8 @@ import numpy as np
 import torch
 
 from clbench import __version__
-from clbench.datasets.cache import marked_read_only
 from clbench.errors import ClbenchError
+from clbench.files import AtomicFile, marked_read_only
 
 
 def run_key(scenario: Any, learner_cls: type, config: dict[str, Any], seed: int, device: torch.device) -> str:
@@ -95,20 +93,14 @@ class Checkpoint:
         try:
             if marked_read_only(self.path.parent):
                 raise PermissionError("the folder is marked read-only")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+            target = AtomicFile(self.path)
         except OSError as exc:
             self.writable = False
             warnings.warn(f"cannot write run checkpoints to {self.path.parent} ({exc}); this run cannot be resumed if "
                           "interrupted (give --cache-dir DIR)", stacklevel=2)
             return
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save({**progress, "key": self.key}, f)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with target as tmp:
+            torch.save({**progress, "key": self.key}, tmp)
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -7,7 +7,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +18,7 @@ from filelock import FileLock
 
 from clbench import __version__, metrics
 from clbench.errors import ClbenchError
+from clbench.files import AtomicFile
 from clbench.runner import RunResult
 from clbench.scenario import Scenario
 
@@ -149,15 +149,9 @@ def _rewrite(path: Path, existing: list[str]) -> None:
     """Bring an older file to the current column order (extra old columns are kept at the end)."""
     old = pd.read_csv(path, dtype=str, keep_default_na=False)
     columns = COLUMNS + tuple(c for c in existing if c not in COLUMNS)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            f.write(_lines([], columns, header=True))
-            old.reindex(columns=list(columns), fill_value="").to_csv(f, header=False, index=False, lineterminator="\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with AtomicFile(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        f.write(_lines([], columns, header=True))
+        old.reindex(columns=list(columns), fill_value="").to_csv(f, header=False, index=False, lineterminator="\n")
 
 
 def read(path: str | os.PathLike) -> pd.DataFrame:

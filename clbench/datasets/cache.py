@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from clbench.errors import ClbenchError
+from clbench.files import AtomicFile, marked_read_only
 
 __all__ = ["cache_key", "cache_state", "cached_images", "cached_array", "decode_image", "decode_images_into"]
 
@@ -98,17 +98,14 @@ def cached_array(path: Path, shape: tuple[int, ...], fill: Callable[[np.ndarray]
     try:
         if marked_read_only(path.parent):
             raise PermissionError("the folder is marked read-only")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        target = AtomicFile(path)
     except OSError as e:
         warnings.warn(f"cannot write the prepared cache {path} ({e}); decoding in memory for this run "
                       "(give --cache-dir DIR to keep prepared caches elsewhere)", stacklevel=2)
         out = np.empty(shape, dtype=dtype)
         fill(out)
         return out
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with target as tmp:
         os.chmod(tmp, FILE_MODE)
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
         fill(out)
@@ -116,19 +113,8 @@ def cached_array(path: Path, shape: tuple[int, ...], fill: Callable[[np.ndarray]
         del out
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     _fsync_dir(path.parent)
     return _open(path, shape, dtype)
-
-
-def marked_read_only(folder: Path) -> bool:
-    """True if the nearest existing folder has no write permission bit at all: a data folder shared
-    read-only is left alone even by root, whom the kernel would let write."""
-    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
-    return existing is not None and not existing.stat().st_mode & 0o222
 
 
 def _fsync_dir(folder: Path) -> None:
