@@ -10,7 +10,7 @@ import json
 import random
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,8 +19,11 @@ from clbench import __version__
 from clbench.errors import ClbenchError
 from clbench.files import AtomicFile, marked_read_only
 
+if TYPE_CHECKING:
+    from clbench.scenario import Scenario
 
-def run_key(scenario: Any, learner_cls: type, config: dict[str, Any], seed: int, device: torch.device) -> str:
+
+def run_key(scenario: Scenario, learner_cls: type, config: dict[str, Any], seed: int, device: torch.device) -> str:
     """What identifies a run, hashed: the scenario's whole spec and fingerprint, the learner class,
     its hyper-parameters, the seed, the device and the clbench version. Only a checkpoint with
     the same key is resumed."""

@@ -20,6 +20,7 @@ from clbench.errors import ClbenchError
 
 T = TypeVar("T")
 
+
 @dataclass(frozen=True)
 class Context:
     """What the runner tells a learner about the run.
@@ -43,10 +44,12 @@ class Context:
         """The feature dimension, for `wants = "features"` learners."""
         return self.input_shape[0]
 
-    def progress_bar(self, iterable: Iterable[T], desc: str, unit: str = "it", total: int | None = None) -> tqdm:
-        """A tqdm bar over `iterable` for a learner's long work (e.g. meta-training), shown on a
-        terminal unless the run asked for no progress; it disappears when done."""
-        return tqdm(iterable, desc=desc, unit=unit, total=total, leave=False, disable=None if self.progress else True)
+    def progress_bar(self, iterable: Iterable[T], desc: str, unit: str = "it", total: int | None = None,
+                     initial: int = 0) -> tqdm:
+        """A tqdm bar over `iterable` for long work (a learner's meta-training, the runner's experiences),
+        shown on a terminal unless the run asked for no progress; it disappears when done."""
+        return tqdm(iterable, desc=desc, unit=unit, total=total, initial=initial, leave=False,
+                    disable=None if self.progress else True)
 
 
 @dataclass(frozen=True)

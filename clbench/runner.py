@@ -13,7 +13,6 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from clbench.backbones import backbone_factory
 from clbench.checkpoint import Checkpoint, random_states, set_random_states
@@ -124,8 +123,8 @@ def run(
         untrained, rows, clients = _resume(saved, learner, evaluator, trainer, inputs)
     else:
         untrained, rows, clients = evaluator.accuracies(-1) if stream.reports_forward_transfer else None, [], []
-    bar = tqdm(stream.experiences[len(rows):], desc=f"{learner_cls.name} seed {seed}", unit="exp", initial=len(rows),
-               total=len(stream.experiences), disable=None if progress else True, leave=False)
+    bar = context.progress_bar(stream.experiences[len(rows):], f"{learner_cls.name} seed {seed}", unit="exp",
+                               total=len(stream.experiences), initial=len(rows))
     for exp in bar:
         if stream.clients and stream.clients[exp.index]:
             clients.append(_mission(learner, new_learner, stream.clients[exp.index], trainer, evaluator))

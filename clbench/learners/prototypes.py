@@ -308,8 +308,7 @@ class PrototypeLearner(Learner):
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         if not len(x):
             return torch.zeros(0, self.memory.dim, device=self.device)
-        self.encoder.eval()
-        model = self.encoder if self._frozen is None else self._frozen
+        model = self.encoder.eval() if self._frozen is None else self._frozen
         return torch.cat([model(channels_last(chunk)).float() for chunk in x.split(ENCODE_CHUNK)])
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
