@@ -19,6 +19,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from clbench.datasets import Dataset, LabeledArrays  # noqa: E402
+from clbench.device import synchronize  # noqa: E402
 
 N_CLASSES = 100
 CIFAR_MEAN = (0.5071, 0.4865, 0.4409)
@@ -85,16 +86,11 @@ def quiet_avalanche() -> None:
 
 def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
     """(seconds, result) of fn(), the device synchronised before and after."""
-    sync(device)
+    synchronize(device)
     start = time.perf_counter()
     out = fn()
-    sync(device)
+    synchronize(device)
     return time.perf_counter() - start, out
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def machine() -> str:

@@ -18,8 +18,9 @@ normalisation ((x / 255 - mean) / std, ImageNet statistics).
   normalised float image and its label; `get_labels()`), `TaskSampler(n_way=5, n_shot=5,
   n_query=15, n_tasks=N)`, a `DataLoader(batch_sampler=sampler, collate_fn=
   sampler.episodic_collate_fn)` (no worker processes: the machine's cores go to the convolutions),
-  `PrototypicalNetworks` over the SAME Conv-4 module (the clbench learner's encoder object, same
-  weights, eval mode) and easyfsl's own `evaluate` loop (eval mode, no_grad,
+  `PrototypicalNetworks` over the SAME Conv-4 (a copy of the clbench learner's encoder: same
+  weights, eval mode, in the default memory layout a user's module has; `in_user_layout`) and
+  easyfsl's own `evaluate` loop (eval mode, no_grad,
   `process_support_set(support)` then `model(query)`, argmax): every episode re-encodes its 25
   support and 75 query images. easyfsl is slow, so only `--easyfsl-episodes` episodes are run
   (default 100; `--quick`: 20) and the time is extrapolated linearly to `--episodes`; the table says
@@ -36,6 +37,7 @@ Target: clbench >= 20x faster than easyfsl (whole clbench run vs easyfsl's loop)
 from __future__ import annotations
 
 import argparse
+import copy
 import random
 import sys
 import time
@@ -92,13 +94,19 @@ def synthetic_miniimagenet(per_class: int, seed: int = 0) -> Dataset:
 
 # ---- clbench ----------------------------------------------------------------------------------------
 class RecordedProtoNet(ProtoNet):
-    """ProtoNet unchanged, remembering its instances: easyfsl then gets the very same encoder."""
+    """ProtoNet unchanged, remembering its instances: easyfsl then gets the same encoder (`in_user_layout`)."""
 
     made: list[ProtoNet] = []
 
     def __init__(self, context, **config):  # type: ignore[no-untyped-def]
         super().__init__(context, **config)
         RecordedProtoNet.made.append(self)
+
+
+def in_user_layout(encoder: torch.nn.Module) -> torch.nn.Module:
+    """The learner's encoder (same weights) in the default memory layout, as a user's module is built:
+    clbench keeps its trainable encoders channels-last, which easyfsl's users do not."""
+    return copy.deepcopy(encoder).to(memory_format=torch.contiguous_format)
 
 
 def run_clbench(dataset: Dataset, episodes: int, device: torch.device):  # type: ignore[no-untyped-def]
@@ -253,7 +261,7 @@ def main() -> None:
 
     total, result, scenario = run_clbench(dataset, n, device)
     clbench_mean, clbench_ci = metrics.fewshot_summary(result.episode_accuracies)
-    encoder = RecordedProtoNet.made[-1].encoder
+    encoder = in_user_layout(RecordedProtoNet.made[-1].encoder)
     print(f"clbench: {total:.1f} s in all, {result.eval_seconds:.1f} s episode evaluation "
           f"(training {result.train_seconds:.2f} s); accuracy {clbench_mean:.2f} +- {clbench_ci:.2f} %", flush=True)
 

@@ -49,6 +49,7 @@ from _common import ArrayImages, machine, quiet_avalanche, synthetic_cifar100, t
 
 from clbench.device import resolve_device  # noqa: E402
 from clbench.feature_cache import FeatureCache  # noqa: E402
+from clbench.inference import channels_last, inference_copy  # noqa: E402
 from clbench.learner import Context, Learner  # noqa: E402
 from clbench.learners.nmc import NMC  # noqa: E402
 from clbench.protocols import split_by_class  # noqa: E402
@@ -96,13 +97,12 @@ def make_encoder(name: str) -> tuple[nn.Module, int, tuple[float, ...], tuple[fl
 # ---- the floor -------------------------------------------------------------------------------------
 def bare_forward_pass(encoder_name: str, images: list[np.ndarray], device: torch.device) -> float:
     """Seconds of one forward pass over the arrays: uint8 -> float, normalise, (resize), encode, and
-    keep the features in host memory; eval mode, no_grad, batches of BATCH. On CUDA, bf16 autocast and
-    channels_last as clbench's frozen encoder uses (the same arithmetic)."""
+    keep the features in host memory; no_grad, batches of BATCH. The same arithmetic as clbench's frozen
+    encoder: its `inference_copy` of the network (eval, batch norms folded, channels-last) and, on
+    CUDA, bf16 autocast."""
     model, size, mean, std = make_encoder(encoder_name)
-    model = model.to(device)
+    model = inference_copy(model.to(device))
     cuda = device.type == "cuda"
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
     mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
 
@@ -115,9 +115,7 @@ def bare_forward_pass(encoder_name: str, images: list[np.ndarray], device: torch
                     x = (data[i : i + BATCH].to(device).float() / 255 - mean_t) / std_t
                     if x.shape[-1] != size:
                         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-                    if cuda:
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    out[i : i + BATCH] = model(x).float().cpu()
+                    out[i : i + BATCH] = model(channels_last(x)).float().cpu()
 
     return timed(go, device)[0]
 
