@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
+from clbench import __version__
 from clbench.errors import ClbenchError
 
 DEFAULT_SCENARIO = "split-digits"
@@ -29,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
+    parser.add_argument("--version", action="version", version=f"clbench {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     listing = commands.add_parser("list", help="show the learners and scenarios", description="Show the learners and scenarios.")
@@ -58,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="use PyTorch's deterministic algorithms (slower on GPU; same seed, same device, same matrix)")
     _leaderboard_option(run)
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument("--threads", type=_positive_int, metavar="N",
+                     help="CPU threads for torch (default: 1 for images of at most 32x32 pixels on the CPU, "
+                          "where a thread pool only adds overhead; else one per core)")
 
     data = commands.add_parser("data", help="report which datasets are present, prepared, missing or corrupt",
                                description="Report each dataset's state under the data root; --prepare builds the array caches.")
@@ -74,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     board.add_argument("--plot", metavar="DIR", type=Path,
                        help="also write accuracy-curve and accuracy-matrix plots (PNG) into DIR")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got '{text}'")
+    return int(text)
 
 
 def _leaderboard_option(parser: argparse.ArgumentParser) -> None:
@@ -128,59 +140,32 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else ""
 
 
-def _parse_seeds(text: str) -> list[int]:
-    try:
-        return [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise ClbenchError(f"--seed expects integers separated by commas, got '{text}'") from None
-
-
-def _parse_settings(pairs: list[str]) -> dict[str, str]:
-    settings = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ClbenchError(f"--set expects KEY=VALUE, got '{pair}'")
-        settings[key.strip()] = value.strip()
-    return settings
-
-
-def _route_settings(settings: dict[str, str], learners: list[type], spec_fields: dict[str, Any]) -> tuple[dict, dict]:
-    """Split `--set` pairs into scenario overrides and per-learner hyper-parameters."""
-    from clbench.learner import validate
-
-    scenario = {k: v for k, v in settings.items() if k in spec_fields}
-    per_learner = {}
-    for cls in learners:
-        declared = cls.hyperparameters()
-        per_learner[cls] = validate(cls, {k: v for k, v in settings.items() if k in declared})
-    unknown = [k for k in settings if k not in spec_fields and not any(k in c.hyperparameters() for c in learners)]
-    if unknown:
-        accepted = sorted(set(spec_fields) | {h for c in learners for h in c.hyperparameters()})
-        raise ClbenchError(f"unknown --set key {', '.join(map(repr, unknown))} for this scenario and these learners; "
-                           f"accepted: {', '.join(accepted)}")
-    return scenario, per_learner
-
-
 def _run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from clbench import leaderboard, runner
-    from clbench.checkpoint import Checkpoint, run_key
+    import torch
+
+    from clbench import leaderboard
     from clbench.datasets import resolve_data_root
-    from clbench.device import resolve_device, set_deterministic
+    from clbench.device import cpu_threads, resolve_device, set_deterministic
     from clbench.feature_cache import FeatureCache
     from clbench.learner import get_learner
+    from clbench.orchestration import RunOptions, run_and_store
+    from clbench.overrides import parse_seeds, parse_settings, route_settings
     from clbench.scenario import ScenarioSpec, build_scenario, load_spec
 
     path = args.leaderboard or leaderboard.default_path()
     leaderboard.check_writable(path)
-    seeds = _parse_seeds(args.seed)
-    learners = [get_learner(name.strip()) for name in args.learner.split(",") if name.strip()]
-    if not learners or not seeds:
+    seeds = parse_seeds(args.seed)
+    names = [name.strip() for name in args.learner.split(",") if name.strip()]
+    if not names or not seeds:
         raise ClbenchError("give at least one learner and one seed")
+    learners = [get_learner(name) for name in names]
+    repeated = sorted({c.name for c in learners if sum(o.name == c.name for o in learners) > 1})
+    if repeated:
+        raise ClbenchError(f"--learner names {', '.join(repeated)} more than once: give each learner once")
     spec = load_spec(args.scenario)
-    overrides, configs = _route_settings(_parse_settings(args.settings), learners, ScenarioSpec.fields())
+    overrides, configs = route_settings(parse_settings(args.settings), learners, ScenarioSpec.fields())
     spec = spec.with_overrides(overrides)
     device = resolve_device(args.device)
     scenario = build_scenario(spec, args.data_root, args.cache_dir)
@@ -188,24 +173,18 @@ def _run(args: argparse.Namespace) -> int:
     cache = None if args.no_feature_cache else FeatureCache(cache_root / "features")
     if args.deterministic:
         set_deterministic()
+    side = spec.image_size or scenario.dataset.partition("train").images.shape[-1]
+    torch.set_num_threads(cpu_threads(args.threads, (side, side), device))
 
+    options = RunOptions(device, cache_root / "checkpoints", path, cache, resume=not args.no_resume,
+                         progress=not args.no_progress)
     table, columns = [], RESULT_COLUMNS.get(scenario.stream.protocol, RESULT_COLUMNS["default"])
     for cls in learners:
         for seed in seeds:
-            checkpoint = Checkpoint(cache_root / "checkpoints", run_key(scenario, cls, configs[cls], seed, device))
-            if args.no_resume:
-                checkpoint.remove()
-            elif checkpoint.path.exists():
-                print(f"resuming {cls.name} seed {seed} from its checkpoint {checkpoint.path}", file=sys.stderr)
-            result = runner.run(scenario, cls, configs[cls], seed=seed, device=device, progress=not args.no_progress,
-                                feature_cache=cache, checkpoint=checkpoint)
-            row = leaderboard.make_row(result, scenario, cls.wants)
-            leaderboard.append_rows(path, [row])
-            checkpoint.remove()
+            row = run_and_store(scenario, cls, configs[cls], seed, options)
             table.append([row["learner"], seed, *(_fmt(row[c]) for c in columns.values()),
                           f"{row['train_seconds']:.2f}", f"{row['eval_seconds']:.2f}", _features(row)])
-    print(f"{spec.display_name} ({scenario.stream.protocol}, {len(scenario.stream.experiences)} experiences, "
-          f"fingerprint {scenario.fingerprint[:8]}) on {device}")
+    print(f"{_describe(scenario)} on {device}")
     print(tabulate(table, headers=("learner", "seed", *columns, "train s", "eval s", "features"), disable_numparse=True))
     print(f"\n{len(table)} row(s) appended to {path}")
     return 0
@@ -221,10 +200,24 @@ RESULT_COLUMNS = {  # what the results table shows, per protocol: header -> lead
 
 
 def _features(row: dict) -> str:
-    """How a run got its frozen features: cache hit / miss (with seconds), computed in memory, or none."""
+    """Which frozen encoder fed a feature-level learner and how: cache hit / miss (with seconds) or
+    computed in memory; "-" for learners that take images."""
     if row["feature_cache"] in ("hit", "miss"):
-        return f"cache {row['feature_cache']} {row['feature_seconds']:.2f}s"
-    return f"computed {row['feature_seconds']:.2f}s" if row["feature_seconds"] else "-"
+        return f"{row['backbone']}: cache {row['feature_cache']} {row['feature_seconds']:.2f}s"
+    return f"{row['backbone']}: computed {row['feature_seconds']:.2f}s" if row["feature_seconds"] else "-"
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def _describe(scenario: Any) -> str:
+    """The results header: scenario (with its overrides), protocol, size and stream fingerprint."""
+    spec, stream = scenario.spec, scenario.stream
+    size = _plural(len(stream.episodes), "test episode") if stream.episodes else \
+        _plural(len(stream.experiences), "experience")
+    changed = f" [{', '.join(f'{k}={v}' for k, v in spec.overrides.items())}]" if spec.overrides else ""
+    return f"{spec.display_name}{changed} ({stream.protocol}, {size}, fingerprint {scenario.fingerprint[:8]})"
 
 
 def _fmt(value: float) -> str:
@@ -261,5 +254,11 @@ def _leaderboard(args: argparse.Namespace) -> int:
 
 
 def entry() -> None:
-    """Console-script wrapper."""
-    sys.exit(main())
+    """Console-script wrapper; a reader that stops early (`clbench list | head -1`) ends it quietly."""
+    try:
+        status = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more can reach the reader
+        status = 0
+    sys.exit(status)

@@ -57,3 +57,17 @@ def set_deterministic() -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = False
+
+
+SMALL_IMAGE_PIXELS = 32 * 32
+"""Images of at most this many pixels make small models, for which one CPU thread beats a pool."""
+
+
+def cpu_threads(requested: int | None, image_shape: tuple[int, ...], device: torch.device) -> int:
+    """The torch CPU thread count for a run: `requested` when given, else one thread for small images
+    on the CPU (thread hand-offs cost more than tiny matrices gain, and a busy machine's cores make
+    a pool several times slower) and torch's own default (one per core) otherwise."""
+    if requested is not None:
+        return requested
+    small = image_shape[-1] * image_shape[-2] <= SMALL_IMAGE_PIXELS
+    return 1 if device.type == "cpu" and small else torch.get_num_threads()

@@ -1,0 +1,49 @@
+"""One learner x one seed on one scenario -> a checkpointed run -> a stored leaderboard row.
+
+`clbench run` (and any other driver of many runs) goes through `run_and_store`, so resuming,
+locking, row-making and appending happen the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from clbench import leaderboard, runner
+from clbench.checkpoint import Checkpoint, run_key
+from clbench.feature_cache import FeatureCache
+from clbench.learner import Learner
+from clbench.scenario import Scenario
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How runs are carried out (not what they compute)."""
+
+    device: torch.device
+    checkpoints: Path
+    leaderboard: Path
+    feature_cache: FeatureCache | None = None
+    resume: bool = True
+    progress: bool = True
+
+
+def run_and_store(scenario: Scenario, learner_cls: type[Learner], config: dict[str, Any], seed: int,
+                  options: RunOptions) -> dict[str, Any]:
+    """Run `learner_cls(**config)` with `seed` (resuming its checkpoint unless told not to), append its
+    row to the leaderboard, remove the checkpoint, and return the row."""
+    checkpoint = Checkpoint(options.checkpoints, run_key(scenario, learner_cls, config, seed, options.device))
+    if not options.resume:
+        checkpoint.remove()
+    elif checkpoint.path.exists():
+        print(f"resuming {learner_cls.name} seed {seed} from its checkpoint {checkpoint.path}", file=sys.stderr)
+    result = runner.run(scenario, learner_cls, config, seed=seed, device=options.device, progress=options.progress,
+                        feature_cache=options.feature_cache, checkpoint=checkpoint)
+    row = leaderboard.make_row(result, scenario, learner_cls.wants)
+    leaderboard.append_rows(options.leaderboard, [row])
+    checkpoint.remove()
+    return row
