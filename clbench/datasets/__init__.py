@@ -9,6 +9,7 @@ from pathlib import Path
 
 from clbench.datasets.arrays import Dataset, LabeledArrays
 from clbench.errors import ClbenchError
+from clbench.files import usable_folder
 
 __all__ = ["Dataset", "LabeledArrays", "SOURCES", "load_dataset", "resolve_data_root"]
 
@@ -24,12 +25,13 @@ SOURCES: dict[str, str] = {
 
 
 def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
-    """`--data-root`, else `$CLBENCH_DATA`, else `~/.cache/clbench`."""
+    """`--data-root`, else `$CLBENCH_DATA`, else `~/.cache/clbench`; one line if that is a file (or a
+    folder that cannot be read). It need not exist yet, nor be writable (see `usable_folder`)."""
     if data_root:
-        return Path(data_root).expanduser()
+        return usable_folder(data_root, "--data-root")
     if os.environ.get("CLBENCH_DATA"):
-        return Path(os.environ["CLBENCH_DATA"]).expanduser()
-    return Path.home() / ".cache" / "clbench"
+        return usable_folder(os.environ["CLBENCH_DATA"], "$CLBENCH_DATA")
+    return usable_folder(Path.home() / ".cache" / "clbench", "the default data root")
 
 
 def load_dataset(name: str, data_root: str | os.PathLike | None = None,

@@ -9,6 +9,30 @@ import numpy as np
 from clbench.errors import ClbenchError
 
 
+def int_vector(values: object) -> np.ndarray | None:
+    """`values` read from a data file (a list or an array) as a 1-D int64 array; None unless it is a flat
+    sequence of integers that fit in int64 (an empty one is fine)."""
+    try:
+        arr = np.asarray(values)
+    except (ValueError, TypeError, OverflowError):  # ragged, or not array-like at all
+        return None
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if arr.ndim != 1 or arr.dtype.kind not in "iu" or (arr.dtype.kind == "u" and arr.max() > np.iinfo(np.int64).max):
+        return None
+    return arr.astype(np.int64)
+
+
+def uint8_mismatch(value: object, row_shape: tuple[int, ...]) -> str | None:
+    """None if `value` (read from a data file) is a uint8 array of N rows of `row_shape`; else what it is
+    instead ("int64 (2, 5)", "a list"), for a one-line message."""
+    if not isinstance(value, np.ndarray):
+        return f"a {type(value).__name__}"
+    if value.dtype != np.uint8 or value.shape[1:] != tuple(row_shape):
+        return f"{value.dtype} {value.shape}"
+    return None
+
+
 @dataclass(frozen=True)
 class LabeledArrays:
     """One partition of a dataset.

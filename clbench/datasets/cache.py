@@ -18,7 +18,8 @@ import numpy as np
 from clbench.errors import ClbenchError
 from clbench.files import AtomicFile, marked_read_only
 
-__all__ = ["cache_key", "cache_state", "cached_images", "cached_array", "decode_image", "decode_images_into"]
+__all__ = ["cache_key", "cache_state", "cached_array", "cached_images", "corrupt_cache", "decode_image",
+           "decode_images_into"]
 
 CHUNK = 256  # files per thread-pool task
 
@@ -33,8 +34,10 @@ def _file_mode() -> int:
 FILE_MODE = _file_mode()
 
 
-def _corrupt(path: Path, why: str) -> ClbenchError:
-    return ClbenchError(f"prepared cache {path} is corrupt ({why}): delete it or run `clbench data --prepare`")
+def corrupt_cache(path: Path, why: str) -> ClbenchError:
+    """The one-line error for a prepared cache that `cache_state` found corrupt for reason `why`."""
+    return ClbenchError(f"prepared cache {path} is corrupt ({why}): delete it; it is rebuilt on next use or by "
+                        "`clbench data --prepare`")
 
 
 def cache_key(names: Sequence[str], *extra: object) -> str:
@@ -60,7 +63,7 @@ def cache_state(path: Path, shape: tuple[int, ...], dtype: np.dtype | type = np.
                 return f"unsupported .npy format version {version}"
             data_bytes = path.stat().st_size - f.tell()
     except (OSError, ValueError, EOFError) as e:
-        return f"unreadable header: {e}"
+        return f"unreadable header: {e.strerror if isinstance(e, OSError) and e.strerror else e}"
     found, fortran, found_dtype = header
     expected = np.dtype(dtype)
     if found_dtype != expected or tuple(found) != tuple(shape) or fortran:
@@ -73,11 +76,11 @@ def cache_state(path: Path, shape: tuple[int, ...], dtype: np.dtype | type = np.
 def _open(path: Path, shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
     state = cache_state(path, shape, dtype)
     if state != "ok":
-        raise _corrupt(path, state)
+        raise corrupt_cache(path, state)
     try:
         return np.load(path, mmap_mode="r")
     except (OSError, ValueError) as e:
-        raise _corrupt(path, str(e)) from None
+        raise corrupt_cache(path, str(e)) from None
 
 
 def cached_array(path: Path, shape: tuple[int, ...], fill: Callable[[np.ndarray], None],
@@ -132,7 +135,7 @@ def _fsync_dir(folder: Path) -> None:
 
 def decode_image(path: str | Path, size: int) -> np.ndarray:
     """One image file as a uint8 C x H x W RGB array, resized to `size` x `size` if it is not already."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
@@ -142,6 +145,8 @@ def decode_image(path: str | Path, size: int) -> np.ndarray:
             arr = np.asarray(img, dtype=np.uint8)
     except FileNotFoundError:
         raise ClbenchError(f"image file {path} is missing") from None
+    except UnidentifiedImageError:
+        raise ClbenchError(f"image file {path} cannot be decoded (not an image): replace it with a good copy") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise ClbenchError(f"image file {path} cannot be decoded ({e}): replace it with a good copy") from None
     return arr.transpose(2, 0, 1)

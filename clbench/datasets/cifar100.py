@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import pickle
 from pathlib import Path
 
 import numpy as np
 
-from clbench.datasets.arrays import Dataset, LabeledArrays
+from clbench.datasets import safe_pickle
+from clbench.datasets.arrays import Dataset, LabeledArrays, int_vector, uint8_mismatch
 from clbench.errors import ClbenchError
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
@@ -41,12 +41,9 @@ def _corrupt(path: Path, why: str) -> ClbenchError:
 
 def _unpickle(path: Path) -> dict:
     try:
-        with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="latin1")
+        obj = safe_pickle.load(path, "CIFAR-100 file", f"delete it and get it again from {URL}")
     except FileNotFoundError:
         raise _missing(path) from None
-    except Exception as e:  # truncated or foreign files raise anything from EOFError to UnpicklingError
-        raise _corrupt(path, f"{type(e).__name__}: {e}") from None
     if not isinstance(obj, dict):
         raise _corrupt(path, f"holds a {type(obj).__name__}, not a dict")
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
@@ -60,24 +57,28 @@ def _field(obj: dict, key: str, path: Path):
 
 def _partition(path: Path, class_names: tuple[str, ...]) -> LabeledArrays:
     obj = _unpickle(path)
-    data = np.asarray(_field(obj, "data", path))
-    labels = np.asarray(_field(obj, "fine_labels", path))
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise _corrupt(path, f"data is {data.dtype} {data.shape}, expected uint8 N x 3072")
-    if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer):
-        raise _corrupt(path, f"{labels.shape} fine_labels for {len(data)} images")
+    data = _field(obj, "data", path)
+    found = uint8_mismatch(data, (3 * 32 * 32,))
+    if found:
+        raise _corrupt(path, f"data is {found}, expected a uint8 N x 3072 array")
+    if not len(data):
+        raise _corrupt(path, "it holds no images")
+    labels = int_vector(_field(obj, "fine_labels", path))
+    if labels is None or len(labels) != len(data):
+        raise _corrupt(path, f"fine_labels is not a list of {len(data)} integers, one per image")
     if len(labels) and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
         raise _corrupt(path, f"fine_labels outside 0..{NUM_CLASSES - 1}")
     images = data.reshape(len(data), 3, 32, 32)  # rows are R, G, B planes, each 32 x 32 row-major
-    return LabeledArrays(images, labels.astype(np.int64), class_names)
+    return LabeledArrays(images, labels, class_names)
 
 
 def _class_names(path: Path) -> tuple[str, ...]:
     names = _field(_unpickle(path), "fine_label_names", path)
-    names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, (str, bytes)) for n in names):
+        raise _corrupt(path, "fine_label_names is not a list of names")
     if len(names) != NUM_CLASSES:
         raise _corrupt(path, f"{len(names)} fine_label_names, expected {NUM_CLASSES}")
-    return names
+    return tuple(n.decode("latin1") if isinstance(n, bytes) else n for n in names)
 
 
 def md5_ok(root: Path) -> bool:

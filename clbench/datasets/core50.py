@@ -15,15 +15,15 @@ order; labels are object ids 0..49. Images are decoded once into `prepared/<part
 from __future__ import annotations
 
 import os
-import pickle
 import re
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from clbench.datasets.arrays import Dataset, LabeledArrays
-from clbench.datasets.cache import cache_key, cache_state, cached_images, cached_array
+from clbench.datasets import safe_pickle
+from clbench.datasets.arrays import Dataset, LabeledArrays, int_vector
+from clbench.datasets.cache import cache_key, cache_state, cached_array, cached_images, corrupt_cache
 from clbench.errors import ClbenchError
 
 FOLDER = "core50"
@@ -47,30 +47,12 @@ NPZ_ROWS = 1024  # rows per read when streaming the npz into a cache
 
 # --- pickles -------------------------------------------------------------------------------------
 
-class _DataUnpickler(pickle.Unpickler):
-    """Lists, dicts, strings, numbers and NumPy arrays only: a data file may not run code."""
-
-    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"),
-               ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"), ("_codecs", "encode")}
-
-    def find_class(self, module: str, name: str) -> object:
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a data file has no need of")
-        return super().find_class(module, name)
-
-
 def read_pickle(path: Path) -> object:
     """The object in one of the release's pickles (Python 2 or 3), or a one-line error naming the file."""
     try:
-        with open(path, "rb") as f:
-            return _DataUnpickler(f, encoding="latin1").load()
+        return safe_pickle.load(path, "CoRe50 file", f"download it again from {URL}")
     except FileNotFoundError:
         raise ClbenchError(f"CoRe50 file {path} not found: download it from {URL}") from None
-    except Exception as e:  # truncated or foreign pickles raise many types
-        why = " ".join(f"{type(e).__name__}: {e}".split())
-        raise ClbenchError(f"CoRe50 file {path} is corrupt ({why}): download it again from {URL}") from None
 
 
 def _text(item: object) -> str | None:
@@ -105,12 +87,10 @@ def read_paths(path: Path) -> list[str]:
 
 
 def _int_array(values: object, what: str, path: Path) -> np.ndarray:
-    arr = np.asarray(values)
-    if arr.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if arr.ndim != 1 or arr.dtype.kind not in "iu":
+    arr = int_vector(values)
+    if arr is None:
         raise ClbenchError(f"CoRe50 file {path} is corrupt ({what} is not a list of integers)")
-    return arr.astype(np.int64)
+    return arr
 
 
 def read_runs(path: Path) -> dict[str, list[list[np.ndarray]]]:
@@ -318,7 +298,7 @@ def check(root: Path, cache_dir: Path | None = None) -> dict[str, str]:
     sizes = f"{caches['train'][1]} train / {caches['test'][1]} test images, {runs}"
     if bad:
         name, why = next(iter(bad.items()))
-        return {**entry, "state": "corrupt", "detail": f"prepared cache {caches[name][0]} is corrupt ({why})"}
+        return {**entry, "state": "corrupt", "detail": str(corrupt_cache(caches[name][0], why))}
     if all(s == "ok" for s in states.values()):
         return {**entry, "state": "prepared", "detail": sizes}
     if not (folder / IMAGE_DIR).is_dir() and not (folder / NPZ).exists():

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import csv
 import os
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from clbench.datasets.arrays import Dataset, LabeledArrays
+from clbench.datasets import safe_pickle
+from clbench.datasets.arrays import Dataset, LabeledArrays, int_vector, uint8_mismatch
 from clbench.datasets.cache import cache_key, cached_images
 from clbench.errors import ClbenchError
 
@@ -52,14 +52,19 @@ class ImageList:
 def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """The `filename` and `label` columns of a mini-ImageNet split CSV, as unicode arrays."""
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not part of the header
             rows = [[cell.strip() for cell in row] for row in csv.reader(f) if row]
     except FileNotFoundError:
         raise ClbenchError(f"split file {path} not found") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise ClbenchError(f"split file {path} cannot be read ({e})") from None
+    except OSError as e:
+        raise ClbenchError(f"split file {path} cannot be read ({e.strerror or e})") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        why = f"not UTF-8 text at byte {e.start}" if isinstance(e, UnicodeDecodeError) else str(e)
+        raise ClbenchError(f"split file {path} is corrupt ({why}): replace it with the original file") from None
     if not rows or rows[0] != ["filename", "label"]:
         raise ClbenchError(f"split file {path} is corrupt (the first line must be 'filename,label')")
+    if len(rows) == 1:
+        raise ClbenchError(f"split file {path} lists no images (it holds only its header line)")
     bad = next((i for i, row in enumerate(rows[1:], start=2) if len(row) != 2 or not row[0] or not row[1]), None)
     if bad is not None:
         raise ClbenchError(f"split file {path} is corrupt (line {bad} is not 'filename,label')")
@@ -157,31 +162,36 @@ def _load_csv_layout(root: Path, cache_dir: Path | None) -> Dataset:
     return Dataset(name="mini-imagenet", partitions=partitions)
 
 
+PICKLE_FIX = f"delete it and get it again ({HOW_TO_GET})"
+
+
 def _bad_pickle(path: Path, why: str) -> ClbenchError:
-    return ClbenchError(f"mini-ImageNet pickle {path} is corrupt ({why})")
+    return ClbenchError(f"mini-ImageNet pickle {path} is corrupt ({why}): {PICKLE_FIX}")
 
 
 def _read_pickle(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Images (N x 84 x 84 x 3) and per-sample wnids of one pickle cache."""
     try:
-        with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="latin1")
+        obj = safe_pickle.load(path, "mini-ImageNet pickle", PICKLE_FIX)
     except FileNotFoundError:
         raise ClbenchError(f"mini-ImageNet pickle {path} not found (the pickle layout needs all three)") from None
-    except Exception as e:  # truncated or foreign pickles raise many types
-        raise _bad_pickle(path, f"{type(e).__name__}: {e}") from None
-    if not isinstance(obj, dict) or "image_data" not in obj or "class_dict" not in obj:
-        raise _bad_pickle(path, "expected a dict with image_data and class_dict")
-    data = np.asarray(obj["image_data"])
-    if data.dtype != np.uint8 or data.ndim != 4 or data.shape[1:] != (SIZE, SIZE, 3):
-        raise _bad_pickle(path, f"image_data is {data.dtype} {data.shape}, expected uint8 N x 84 x 84 x 3")
+    if not isinstance(obj, dict) or "image_data" not in obj or not isinstance(obj.get("class_dict"), dict):
+        raise _bad_pickle(path, "expected a dict with image_data and class_dict, wnid -> image indices")
+    data = obj["image_data"]
+    found = uint8_mismatch(data, (SIZE, SIZE, 3))
+    if found:
+        raise _bad_pickle(path, f"image_data is {found}, expected a uint8 N x 84 x 84 x 3 array")
+    if not len(data):
+        raise _bad_pickle(path, "it holds no images")
     wnids = np.full(len(data), "", dtype=object)
     counts = np.zeros(len(data), dtype=np.int64)
     for name, indices in obj["class_dict"].items():
-        idx = np.asarray(indices, dtype=np.int64)
+        idx = int_vector(indices)
+        if idx is None or not isinstance(name, (str, bytes)):
+            raise _bad_pickle(path, f"class_dict entry {name!r} is not a class name with a list of image indices")
         if len(idx) and (idx.min() < 0 or idx.max() >= len(data)):
             raise _bad_pickle(path, f"class_dict indices outside 0..{len(data) - 1}")
-        wnids[idx] = name.decode() if isinstance(name, bytes) else str(name)
+        wnids[idx] = name.decode("latin1") if isinstance(name, bytes) else name
         np.add.at(counts, idx, 1)
     if (counts != 1).any():
         raise _bad_pickle(path, "class_dict does not give every image exactly one class")

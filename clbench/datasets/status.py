@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from clbench.datasets import cifar100, core50, fscil_splits, miniimagenet
-from clbench.datasets.cache import cache_state
+from clbench.datasets.cache import cache_state, corrupt_cache
 from clbench.errors import ClbenchError
 
 STATES = ("present", "prepared", "missing", "corrupt")
@@ -46,8 +46,7 @@ def _images_state(name: str, lists: list[miniimagenet.ImageList], image_dir: Pat
     bad = [(item, s) for item, s in zip(lists, states) if s not in ("ok", "absent")]
     if bad:
         item, why = bad[0]
-        why = f"prepared cache {item.cache} is corrupt ({why}): delete it or run `clbench data --prepare`"
-        return _entry(name, "corrupt", path, why)
+        return _entry(name, "corrupt", path, str(corrupt_cache(item.cache, why)))
     if all(s == "ok" for s in states):
         return _entry(name, "prepared", path, f"{detail}; caches in {lists[0].cache.parent}")
     try:
@@ -190,3 +189,10 @@ def prepare(root: Path, names: Sequence[str] | None = None, cache_dir: Path | No
             entry["detail"] = error
         entries.append(entry)
     return entries
+
+
+def failed(entries: Sequence[Entry], required: bool = False) -> list[Entry]:
+    """The entries that make `clbench data` exit non-zero: corrupt ones, and with `required` (datasets
+    named on `--prepare`, which the user asked to have) missing ones too."""
+    bad = ("missing", "corrupt") if required else ("corrupt",)
+    return [e for e in entries if e["state"] in bad]

@@ -74,7 +74,7 @@ def test_stale_temporary_of_a_killed_build_is_ignored(tmp_path):
 def test_corrupt_cache_is_one_clear_error_naming_the_file(tmp_path, write):
     path = tmp_path / "x.npy"
     write(path)
-    with pytest.raises(ClbenchError, match="clbench data --prepare") as info:
+    with pytest.raises(ClbenchError, match="delete it; it is rebuilt on next use") as info:
         cached_array(path, SHAPE, never)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
     assert cache_state(path, SHAPE) not in ("ok", "absent")
@@ -108,8 +108,10 @@ def test_decode_image_converts_and_resizes(tmp_path):
     assert arr.shape == (3, 8, 8) and arr.dtype == np.uint8 and (arr == 100).all()
 
 
-@pytest.mark.parametrize("content", [None, b"\xff\xd8 truncated jpeg"], ids=["missing", "corrupt"])
-def test_bad_image_is_named_and_no_cache_is_left(tmp_path, content):
+@pytest.mark.parametrize("content, match", [(None, "is missing"), (b"\xff\xd8 truncated jpeg", "cannot be decoded"),
+                                            (b"", r"cannot be decoded \(not an image\): replace it")],
+                         ids=["missing", "corrupt", "empty"])
+def test_bad_image_is_named_and_no_cache_is_left(tmp_path, content, match):
     files = []
     for i in range(3):
         files.append(tmp_path / f"{i}.png")
@@ -119,7 +121,7 @@ def test_bad_image_is_named_and_no_cache_is_left(tmp_path, content):
     else:
         files[1].write_bytes(content)
     target = tmp_path / "out" / "imgs.npy"
-    with pytest.raises(ClbenchError, match=str(files[1])):
+    with pytest.raises(ClbenchError, match=rf"^image file {files[1]} {match}"):
         cached_images([str(f) for f in files], target, 8)
     assert leftovers(target.parent) == []
 

@@ -70,8 +70,14 @@ def _rewrite(path, mutate):
         ("train", lambda p: _rewrite(p, lambda o: {k: v for k, v in o.items() if k != b"data"}), "no 'data'"),
         ("meta", lambda p: _rewrite(p, lambda o: {b"fine_label_names": o[b"fine_label_names"][:99]}), "99 fine_label"),
         ("meta", lambda p: _rewrite(p, lambda o: [1, 2, 3]), "not a dict"),
+        ("meta", lambda p: _rewrite(p, lambda o: {b"fine_label_names": 5}), "not a list of names"),
+        ("train", lambda p: _rewrite(p, lambda o: {**o, b"data": o[b"data"].tolist()}), "data is a list"),
+        ("train", lambda p: _rewrite(p, lambda o: {**o, b"data": o[b"data"][:0], b"fine_labels": []}), "no images"),
+        ("test", lambda p: _rewrite(p, lambda o: {**o, b"fine_labels": [[0]] + o[b"fine_labels"][1:]}), "integers"),
+        ("test", lambda p: _rewrite(p, lambda o: {**o, b"fine_labels": [0.5] * len(o[b"fine_labels"])}), "integers"),
     ],
-    ids=["truncated", "empty", "width", "label-count", "label-range", "no-data", "names", "not-dict"],
+    ids=["truncated", "empty", "width", "label-count", "label-range", "no-data", "names", "not-dict",
+         "names-not-list", "data-not-array", "no-images", "ragged-labels", "float-labels"],
 )
 def test_corrupt_file_is_one_clear_error_naming_it(cifar_root, file, corrupt, match):
     path = cifar_root / "cifar-100-python" / file

@@ -84,13 +84,30 @@ def test_missing_csv_is_named(mini_root):
 
 
 @pytest.mark.parametrize(
-    "text", ["file,label\na.jpg,n1\n", "filename,label\na.jpg\n", "", "filename,label\na.jpg,n1\na.jpg,n1\n"]
+    "text", [b"file,label\na.jpg,n1\n", b"filename,label\na.jpg\n", b"", b"filename,label\na.jpg,n1\na.jpg,n1\n",
+             b"filename,label\n\xff\xfe.jpg,n1\n", bytes(range(256))]
 )
 def test_malformed_csv_is_named(mini_root, text):
     path = mini_root / "mini-imagenet" / "train.csv"
-    path.write_text(text)
-    with pytest.raises(ClbenchError, match="train.csv is corrupt"):
+    path.write_bytes(text)
+    with pytest.raises(ClbenchError, match="train.csv is corrupt") as info:
         miniimagenet.load(mini_root)
+    assert "\n" not in str(info.value)
+
+
+def test_csv_with_only_its_header_lists_no_images(mini_root):
+    (mini_root / "mini-imagenet" / "val.csv").write_text("filename,label\n")
+    with pytest.raises(ClbenchError, match=r"val\.csv lists no images \(it holds only its header line\)"):
+        miniimagenet.load(mini_root)
+
+
+def test_csv_saved_with_a_byte_order_mark_reads_the_same(mini_root):
+    path = mini_root / "mini-imagenet" / "val.csv"
+    before = miniimagenet.read_csv(path)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))  # as spreadsheet programs save it
+    after = miniimagenet.read_csv(path)
+    for column_before, column_after in zip(before, after):
+        np.testing.assert_array_equal(column_before, column_after)
 
 
 def test_corrupt_jpeg_is_named_and_leaves_no_cache(mini_root):
@@ -106,7 +123,7 @@ def test_corrupt_cache_is_named(mini_root):
     miniimagenet.load(mini_root)
     path = next((mini_root / "mini-imagenet" / "prepared").glob("train-*.npy"))
     np.save(path, np.zeros((2, 3, 84, 84), np.uint8))
-    with pytest.raises(ClbenchError, match=f"{path}.*delete it or run `clbench data --prepare`"):
+    with pytest.raises(ClbenchError, match=f"{path}.*delete it; it is rebuilt on next use"):
         miniimagenet.load(mini_root)
 
 
@@ -141,8 +158,13 @@ def dump(path, **entries):
         (lambda p: dump(p, image_data=np.zeros((2, 84, 84), np.uint8), class_dict={}), "84 x 84 x 3"),
         (lambda p: dump(p, images=1), "image_data and class_dict"),
         (lambda p: dump(p, image_data=np.zeros((2, 84, 84, 3), np.uint8), class_dict={"a": [0]}), "exactly one class"),
+        (lambda p: dump(p, image_data=np.zeros((2, 84, 84, 3), np.uint8), class_dict=[0, 1]), "and class_dict"),
+        (lambda p: dump(p, image_data=np.zeros((0, 84, 84, 3), np.uint8), class_dict={}), "no images"),
+        *((lambda p, idx=idx: dump(p, image_data=np.zeros((2, 84, 84, 3), np.uint8), class_dict={"a": idx}),
+           "'a' is not a class name with a list of image indices") for idx in (["x", "y"], None, [0.0, 1.0], [2**70])),
     ],
-    ids=["truncated", "shape", "keys", "unlabelled"],
+    ids=["truncated", "shape", "keys", "unlabelled", "class-dict-list", "no-images", "text-indices", "none-indices",
+         "float-indices", "huge-index"],
 )
 def test_corrupt_pickle_is_named(tmp_path, fmt, corrupt, match):
     fmt.write_mini_pickles(tmp_path)

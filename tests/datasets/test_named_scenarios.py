@@ -67,7 +67,7 @@ def test_scenario_runs_on_fixtures(name, fmt, tmp_path, capsys):
     board = tmp_path / "board.csv"
     learners = LEARNERS.get(name, "nmc,finetune")
     code = main(["run", "--scenario", name, "--learner", learners, "--data-root", str(tmp_path / "data"),
-                 "--leaderboard", str(board), "--no-progress", "--set", "backbone=small_cnn", *extra])
+                 "--leaderboard", str(board), "--no-progress", "--set", "scenario.backbone=small_cnn", *extra])
     assert code == 0, capsys.readouterr().err
     frame = leaderboard.read(board)
     assert list(frame["learner"]) == learners.split(",")
