@@ -1,16 +1,25 @@
 """Resuming interrupted runs: after each finished experience the runner saves what it needs to carry
 on (the learner's state, the results so far, every random generator) to one file, atomically; a
-later identical run loads it and continues from the next experience with the same result."""
+later identical run loads it and continues from the next experience with the same result. While a
+run is in progress it holds a lock beside its checkpoint, so that an identical run started meanwhile
+stops at once instead of resuming a checkpoint that is still being written."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import random
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover (Windows: runs are not locked)
+    fcntl = None  # type: ignore[assignment]
 
 import numpy as np
 import torch
@@ -21,6 +30,9 @@ from clbench.files import AtomicFile, marked_read_only
 
 if TYPE_CHECKING:
     from clbench.scenario import Scenario
+
+FORMAT = 2
+"""The layout of a checkpoint's content; bumped whenever it changes, and a file of another format is refused."""
 
 
 def run_key(scenario: Scenario, learner_cls: type, config: dict[str, Any], seed: int, device: torch.device) -> str:
@@ -67,30 +79,42 @@ def _tuples(value: Any) -> Any:
 
 
 class Checkpoint:
-    """One run's checkpoint file `folder/<key>.pt`."""
+    """One run's checkpoint file `folder/<key>.pt`, and its lock file `folder/<key>.lock`."""
 
     def __init__(self, folder: Path, key: str) -> None:
         self.path = Path(folder) / f"{key}.pt"
+        self.lock_path = Path(folder) / f"{key}.lock"
         self.key = key
         self.writable = True
+        self._lock: int | None = None
 
-    def load(self) -> dict[str, Any] | None:
-        """The saved progress, or None when there is none; an unreadable file is one clear error."""
+    def unusable(self, why: str) -> ClbenchError:
+        """The one-line error for a checkpoint this run cannot resume from (`why` says what is wrong)."""
+        return ClbenchError(f"the checkpoint {self.path} {why}; delete it, or rerun with --no-resume to start this "
+                            "run over")
+
+    def load(self, fields: Iterable[str] = ()) -> dict[str, Any] | None:
+        """The saved progress, or None when there is none. A file that cannot be read, belongs to another
+        run, was written in another checkpoint format or lacks one of `fields` is one clear error."""
         if not self.path.exists():
             return None
         try:
             saved = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise ClbenchError(f"cannot read the checkpoint {self.path} ({type(exc).__name__}); delete it, or rerun "
-                               "with --no-resume to start this run over") from exc
+            raise self.unusable(f"cannot be read ({type(exc).__name__})") from exc
         if not isinstance(saved, dict) or saved.get("key") != self.key:
-            raise ClbenchError(f"the checkpoint {self.path} belongs to another run; delete it, or rerun with "
-                               "--no-resume")
+            raise self.unusable("belongs to another run")
+        if saved.get("format") != FORMAT:
+            written = f"format {saved['format']!r}" if "format" in saved else "an older format"
+            raise self.unusable(f"was written in {written}; this clbench reads checkpoint format {FORMAT}")
+        missing = [name for name in fields if name not in saved]
+        if missing:
+            raise self.unusable(f"lacks the field '{missing[0]}'")
         return saved
 
     def save(self, progress: dict[str, Any]) -> None:
-        """Write `progress` (with this run's key) atomically: a temporary file, then a rename. A folder
-        that cannot be written (or has no write bit) gives one warning, and the run goes on unsaved."""
+        """Write `progress` (with this run's key and the format) atomically: a temporary file, then a
+        rename. A folder that cannot be written gives one warning, and the run goes on unsaved."""
         if not self.writable:
             return
         try:
@@ -98,12 +122,75 @@ class Checkpoint:
                 raise PermissionError("the folder is marked read-only")
             target = AtomicFile(self.path)
         except OSError as exc:
-            self.writable = False
-            warnings.warn(f"cannot write run checkpoints to {self.path.parent} ({exc}); this run cannot be resumed if "
-                          "interrupted (give --cache-dir DIR)", stacklevel=2)
+            self._unwritable(exc)
             return
         with target as tmp:
-            torch.save({**progress, "key": self.key}, tmp)
+            torch.save({**progress, "key": self.key, "format": FORMAT}, tmp)
 
     def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
+        """Delete the checkpoint (its run is stored); a folder that refuses is one warning, not a failure."""
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError as exc:
+            warnings.warn(f"cannot remove the finished run's checkpoint {self.path} ({exc}); delete it by hand")
+
+    @contextlib.contextmanager
+    def claim(self) -> Iterator[None]:
+        """Hold this run's exclusive lock for the block (re-entrant); the lock file is removed at the end.
+
+        An identical run holding it already (in any process) is one clear error naming its pid. The lock
+        is an `fcntl.flock` on `<key>.lock`: the kernel releases it when its holder dies, even by kill -9.
+        A folder that cannot be written gives the same warning as `save`, and the block runs unlocked.
+        """
+        if self._lock is not None:
+            yield
+            return
+        self._lock = self._acquire()
+        try:
+            yield
+        finally:
+            lock, self._lock = self._lock, None
+            if lock is not None:
+                self.lock_path.unlink(missing_ok=True)
+                os.close(lock)
+
+    def _acquire(self) -> int | None:
+        """The locked lock file's descriptor (this pid written in it), or None where runs cannot be locked."""
+        if fcntl is None or not self.writable:
+            return None
+        try:
+            if marked_read_only(self.path.parent):
+                raise PermissionError("the folder is marked read-only")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            while True:
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+                    os.close(fd)
+                    raise ClbenchError(f"the same run is in progress (pid {holder}): wait for it to finish, or stop "
+                                       f"it (its lock: {self.lock_path})") from None
+                if _same_file(fd, self.lock_path):
+                    break
+                os.close(fd)  # its holder removed the file as we locked it: lock the file now at that path
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return fd
+        except OSError as exc:
+            self._unwritable(exc)
+            return None
+
+    def _unwritable(self, exc: OSError) -> None:
+        self.writable = False
+        warnings.warn(f"cannot write run checkpoints to {self.path.parent} ({exc}); this run cannot be resumed if "
+                      "interrupted (give --cache-dir DIR)", stacklevel=3)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether the open file `fd` is still the file at `path`."""
+    try:
+        opened, current = os.fstat(fd), os.stat(path)
+        return (opened.st_dev, opened.st_ino) == (current.st_dev, current.st_ino)
+    except FileNotFoundError:
+        return False

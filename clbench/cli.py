@@ -60,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--deterministic", action="store_true",
                      help="use PyTorch's deterministic algorithms (slower on GPU; same seed, same device, same matrix)")
     _leaderboard_option(run)
-    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument("--no-progress", action="store_true",
+                     help="hide progress bars and the per-experience log lines")
     run.add_argument("--threads", type=_positive_int, metavar="N",
                      help="CPU threads for torch (default: 1 for images of at most 32x32 pixels on the CPU, "
                           "where a thread pool only adds overhead; else one per core)")
@@ -122,7 +123,7 @@ def _list(args: argparse.Namespace) -> int:
         cls = get_learner(args.learner)
         print(f"{cls.name}: {cls.summary()}")
         print(f"  wants={cls.wants} online={cls.online} needs_task_ids={cls.needs_task_ids} mergeable={cls.mergeable}")
-        rows = [(hp.name, repr(hp.default), " | ".join(map(str, hp.choices)) if hp.choices else hp.type.__name__)
+        rows = [(hp.name, repr(hp.default), hp.accepts())
                 for hp in cls.hyperparameters().values()]
         print(tabulate(rows, headers=("hyper-parameter", "default", "accepts")) if rows else "  no hyper-parameters")
         return 0
@@ -146,7 +147,6 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from clbench import leaderboard
-    from clbench.datasets import resolve_data_root
     from clbench.device import cpu_threads, resolve_device, set_deterministic
     from clbench.feature_cache import FeatureCache
     from clbench.learner import get_learner
@@ -156,6 +156,7 @@ def _run(args: argparse.Namespace) -> int:
 
     path = args.leaderboard or leaderboard.default_path()
     leaderboard.check_writable(path)
+    cache_root = _cache_root(args)
     seeds = parse_seeds(args.seed)
     names = [name.strip() for name in args.learner.split(",") if name.strip()]
     if not names or not seeds:
@@ -169,7 +170,6 @@ def _run(args: argparse.Namespace) -> int:
     spec = spec.with_overrides(overrides)
     device = resolve_device(args.device)
     scenario = build_scenario(spec, args.data_root, args.cache_dir)
-    cache_root = args.cache_dir or resolve_data_root(args.data_root)
     cache = None if args.no_feature_cache else FeatureCache(cache_root / "features")
     if args.deterministic:
         set_deterministic()
@@ -207,6 +207,20 @@ def _features(row: dict) -> str:
     return f"{row['backbone']}: computed {row['feature_seconds']:.2f}s" if row["feature_seconds"] else "-"
 
 
+def _cache_root(args: argparse.Namespace) -> Path:
+    """Where a run writes its checkpoints and features, checked up front (one line if unusable)."""
+    from clbench.datasets import resolve_data_root
+    from clbench.files import usable_folder
+
+    root = resolve_data_root(args.data_root)
+    if args.cache_dir:
+        usable_folder(args.cache_dir, "--cache-dir", write=True)
+    cache_root = args.cache_dir or root
+    for sub in ("checkpoints", "features"):
+        usable_folder(cache_root / sub, f"the {sub} folder")
+    return cache_root
+
+
 def _plural(count: int, noun: str) -> str:
     return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
@@ -228,8 +242,11 @@ def _data(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     from clbench.datasets import resolve_data_root, status
+    from clbench.files import usable_folder
 
     root = resolve_data_root(args.data_root)
+    if args.cache_dir:
+        usable_folder(args.cache_dir, "--cache-dir", write=args.prepare is not None)
     if args.prepare is not None:
         entries = status.prepare(root, args.prepare or None, args.cache_dir)
     else:
@@ -237,7 +254,7 @@ def _data(args: argparse.Namespace) -> int:
     print(f"data root: {root}")
     print(tabulate([(e["name"], e["state"], e["path"], e["detail"]) for e in entries],
                    headers=("dataset", "state", "path", "detail")))
-    return 1 if any(e["state"] == "corrupt" for e in entries) else 0
+    return 1 if status.failed(entries, required=bool(args.prepare)) else 0
 
 
 def _leaderboard(args: argparse.Namespace) -> int:

@@ -52,11 +52,17 @@ class Inputs:
             self.report = FeatureReport()
             self.weights_id = weights_id(spec.backbone, spec.weights)
 
-    def batch(self, part: str, index: torch.Tensor) -> torch.Tensor:
-        """The learner's input for these samples; train images get the spec's augmentation."""
+    def augments(self, experience: int) -> bool:
+        """Whether the training batches of experience `experience` are augmented: the spec's `augment`,
+        on every experience or (`augment_experiences = "first"`) on the first one only."""
+        return (not self.features and self.spec.augment != "none"
+                and (self.spec.augment_experiences == "all" or experience == 0))
+
+    def batch(self, part: str, index: torch.Tensor, augment: bool = False) -> torch.Tensor:
+        """The learner's input for these samples, with the spec's augmentation if `augment`."""
         x = self.x[part][index]
         if self.features:
             return x
-        if part == "train" and self.spec.augment == "crop-flip":
+        if augment and self.spec.augment == "crop-flip":
             x = random_crop_flip(x, self.spec.crop_padding, self.augment_generator)
         return self.normalise(x)

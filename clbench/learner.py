@@ -3,8 +3,10 @@ and how its hyper-parameters are declared and validated."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
+import math
 import os
 import sys
 import types
@@ -17,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from clbench.errors import ClbenchError
+from clbench.guard import one_line
 
 T = TypeVar("T")
 
@@ -63,21 +66,149 @@ class ExperienceInfo:
     n_experiences: int
 
 
+INT64 = (-(2**63), 2**63 - 1)
+"""The integers a setting may hold: what a torch or NumPy int64 (a seed, a size) can represent."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """The numeric domain of a hyper-parameter or scenario setting, declared in its annotation:
+    `lr: Annotated[float, Range(gt=0)] = 0.1`, `momentum: Annotated[float, Range(ge=0, lt=1)] = 0.9`.
+
+    Bounds are optional: `ge`/`gt` below, `le`/`lt` above. Every float must be finite unless its
+    Range says `finite=False`; every int must fit in 64 bits. For a `tuple[float, ...]` the domain
+    applies to each item. Any other `Annotated` metadata with `admits(value) -> bool` and a `str()`
+    naming the accepted values is a domain too (the scenario's class order is one).
+    """
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    finite: bool = True
+
+    def admits(self, value: float) -> bool:
+        """Whether `value` (of the declared type) is within the bounds."""
+        return ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+                and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+
+    def __str__(self) -> str:
+        """The bounds in words: "> 0", "<= 5", "in [0, 1)"; "" when unbounded."""
+        low = ("[", ">=", self.ge) if self.ge is not None else ("(", ">", self.gt) if self.gt is not None else None
+        high = ("]", "<=", self.le) if self.le is not None else (")", "<", self.lt) if self.lt is not None else None
+        if low and high:
+            return f"in {low[0]}{low[2]}, {high[2]}{high[0]}"
+        bound = low or high
+        return f"{bound[1]} {bound[2]}" if bound else ""
+
+
 @dataclass(frozen=True)
 class Hyperparameter:
-    """One keyword argument of a learner's `__init__`: its default, type and accepted values."""
+    """One keyword argument of a learner's `__init__` (or one scenario setting): its default, type,
+    accepted values (`choices` of a `Literal`, or a `domain` such as a `Range`) and, for a
+    `tuple[X, ...]`, the type `item` of its items."""
 
     name: str
     default: Any
     type: type
     choices: tuple[Any, ...] | None = None
+    domain: Any = None
+    item: type | None = None
+
+    @classmethod
+    def declared(cls, name: str, default: Any, annotation: Any) -> Hyperparameter:
+        """The hyper-parameter an annotation declares: `Annotated[X, Range(...)]` gives the domain,
+        `Literal[...]` the choices, `X | None` is X (None allowed when it is the default), another
+        union accepts anything, `tuple[X, ...]` checks each item, other generics the container only."""
+        origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+        if origin is typing.Annotated:
+            domain = next((m for m in annotation.__metadata__ if hasattr(m, "admits")), None)
+            return dataclasses.replace(cls.declared(name, default, args[0]), domain=domain)
+        if origin is Literal:
+            return cls(name, default, type(args[0]), args)
+        if origin in (typing.Union, types.UnionType):
+            members = [a for a in args if a is not type(None)]
+            return cls.declared(name, default, members[0]) if len(members) == 1 else cls(name, default, object)
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis and args[0] in (int, float, str, bool):
+            return cls(name, default, tuple, item=args[0])
+        if origin is not None:
+            return cls(name, default, origin)
+        return cls(name, default, annotation if isinstance(annotation, type) and annotation is not Any else object)
+
+    def accepts(self) -> str:
+        """The accepted values in words: "float > 0", "int in [0, 4096]", "sgd | adam", ..."""
+        if self.choices:
+            return " | ".join(map(str, self.choices))
+        if self.domain is not None and not isinstance(self.domain, Range):
+            return str(self.domain)
+        kind = (self.item or self.type).__name__
+        bounds = str(self.domain or "")
+        if not bounds and (self.item or self.type) is float and (self.domain is None or self.domain.finite):
+            kind = f"finite {kind}"
+        kind = f"tuple of {kind}" if self.item else kind
+        return f"{kind} {bounds}" if bounds else kind
 
     def describe(self) -> str:
-        kind = "|".join(map(str, self.choices)) if self.choices else self.type.__name__
-        return f"{self.name}={self.default!r} ({kind})"
+        return f"{self.name}={self.default!r} ({self.accepts()})"
+
+    def admits(self, value: Any) -> bool:
+        """Whether a value of the declared type lies in the domain (finite floats, 64-bit ints,
+        the choices, the declared domain; each item of a tuple, which must not be empty)."""
+        if value is None:
+            return self.default is None
+        if self.choices is not None and value not in self.choices:
+            return False
+        kind, values = (self.item, value) if self.item else (self.type, (value,))
+        if not values:
+            return False
+        for v in values:
+            if kind is float and not math.isfinite(v) and getattr(self.domain, "finite", True):
+                return False
+            if kind is int and not INT64[0] <= v <= INT64[1]:
+                return False
+            if self.domain is not None and not self.domain.admits(v):
+                return False
+        return True
 
 
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+_INVALID = object()
+
+
+def _convert(kind: type, value: Any) -> Any:
+    """`value` as a `kind` (command-line strings parsed, ints widened to float), or `_INVALID`."""
+    try:
+        if isinstance(value, str) and kind is not str:
+            if kind is bool:
+                return _BOOL_WORDS.get(value.strip().lower(), _INVALID)
+            if kind in (int, float):
+                value = kind(value)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+    except (ValueError, OverflowError):
+        return _INVALID
+    if kind is object or (isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))):
+        return value
+    return _INVALID
+
+
+def coerce(owner: str, hp: Hyperparameter, value: Any, role: str = "hyper-parameter") -> Any:
+    """`value` converted to the declared type (command-line strings too; a comma-separated string or
+    a list for a tuple) and checked against its domain; else a one-line error naming `owner` (e.g.
+    "learner 'nmc'"), the `role` and the accepted values."""
+    converted = value
+    if value is not None or hp.default is not None:
+        if hp.item is not None:
+            items = value.split(",") if isinstance(value, str) else value
+            converted = tuple(_convert(hp.item, v) for v in items) if isinstance(items, (list, tuple)) else (_INVALID,)
+            if _INVALID in converted:
+                converted = _INVALID
+        else:
+            converted = _convert(hp.type, value)
+    if converted is _INVALID or not hp.admits(converted):
+        wide = " (64-bit at most)" if isinstance(converted, int) and not INT64[0] <= converted <= INT64[1] else ""
+        raise ClbenchError(f"{owner}: {role} '{hp.name}' got {value!r}; accepted: {hp.accepts()}{wide}")
+    return converted
 
 
 class Learner:
@@ -167,59 +298,38 @@ class Learner:
 @functools.lru_cache(maxsize=None)
 def _declared(cls: type) -> tuple[tuple[str, Hyperparameter], ...]:
     """The keyword arguments of the class's `__init__`; a `**kwargs` there inherits the
-    hyper-parameters of the parent class it passes them on to."""
+    hyper-parameters of the parent class it passes them on to. A declaration the registry cannot
+    use (no default, a default outside its domain, an odd signature) is a one-line error."""
     owner = next(k for k in cls.__mro__ if "__init__" in vars(k))
     init = getattr(owner.__init__, "__wrapped__", owner.__init__)
-    hints = typing.get_type_hints(init)
-    out = []
-    for param in list(inspect.signature(init).parameters.values())[2:]:
+    where = f"learner class '{cls.__module__}:{cls.__qualname__}'"
+    try:
+        params = list(inspect.signature(init).parameters.values())
+        hints = typing.get_type_hints(init, include_extras=True)
+    except Exception as exc:  # not a function, or annotations that do not evaluate
+        raise ClbenchError(f"{where}: cannot read the signature of __init__: {one_line(exc)}") from None
+    if len(params) < 2 or any(p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params[:2]):
+        raise ClbenchError(f"{where}: __init__ must take (self, context, *, hyper-parameters with defaults), "
+                           f"not ({', '.join(map(str, params))})")
+    out: list[tuple[str, Hyperparameter]] = []
+    for param in params[2:]:
         if param.kind == param.VAR_KEYWORD and owner is not Learner:
             parent = next(k for k in owner.__mro__[1:] if issubclass(k, Learner))
             out.extend((n, hp) for n, hp in _declared(parent) if n not in dict(out))
         if param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
             continue
+        if param.kind == param.POSITIONAL_ONLY:
+            raise ClbenchError(f"{where}: hyper-parameter '{param.name}' is positional-only; declare it as a keyword")
         if param.default is inspect.Parameter.empty:
-            raise TypeError(f"{cls.__name__}: hyper-parameter '{param.name}' needs a default")
-        kind, choices = annotation_kind(hints.get(param.name, type(param.default)))
-        out.append((param.name, Hyperparameter(param.name, param.default, kind, choices)))
+            raise ClbenchError(f"{where}: hyper-parameter '{param.name}' has no default; every hyper-parameter needs one")
+        hp = Hyperparameter.declared(param.name, param.default, hints.get(param.name, type(param.default)))
+        try:
+            coerce(where, hp, param.default)
+        except ClbenchError:
+            raise ClbenchError(f"{where}: the default {param.default!r} of hyper-parameter '{param.name}' is not "
+                               f"accepted by its declaration ({hp.accepts()})") from None
+        out.append((param.name, hp))
     return tuple(out)
-
-
-def annotation_kind(annotation: Any) -> tuple[type, tuple[Any, ...] | None]:
-    """The base type and the `Literal` choices (if any) of a type annotation."""
-    origin = typing.get_origin(annotation)
-    if origin is Literal:
-        choices = typing.get_args(annotation)
-        return type(choices[0]), choices
-    if origin in (typing.Union, types.UnionType):  # Optional[X] / X | None: the first non-None member
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return annotation_kind(args[0]) if len(args) == 1 else (object, None)
-    if origin is not None:  # tuple[int, ...], list[str], ...: check the container type only
-        return origin, None
-    return (annotation if isinstance(annotation, type) and annotation is not Any else object), None
-
-
-def coerce(learner: str, hp: Hyperparameter, value: Any) -> Any:
-    """Check (and convert a command-line string to) the declared type; one-line error otherwise."""
-    try:
-        if isinstance(value, str) and hp.type is not str:
-            if hp.type is bool:
-                value = _BOOL_WORDS[value.lower()]
-            elif hp.type in (int, float):
-                value = hp.type(value)
-        if hp.type is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        ok = hp.type is object or (isinstance(value, hp.type) and not (hp.type is int and isinstance(value, bool)))
-        if value is None and hp.default is None:
-            ok = True
-    except (KeyError, ValueError, TypeError):
-        ok = False
-    if ok and hp.choices is not None and value not in hp.choices:
-        ok = False
-    if not ok:
-        accepted = " | ".join(map(str, hp.choices)) if hp.choices else hp.type.__name__
-        raise ClbenchError(f"learner '{learner}': hyper-parameter '{hp.name}' got {value!r}; accepted: {accepted}")
-    return value
 
 
 def validate(cls: type[Learner], given: dict[str, Any]) -> dict[str, Any]:
@@ -229,7 +339,7 @@ def validate(cls: type[Learner], given: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         accepted = ", ".join(hp.describe() for hp in declared.values()) or "none"
         raise ClbenchError(f"learner '{cls.name}' has no hyper-parameter {', '.join(map(repr, unknown))}; accepted: {accepted}")
-    return {k: coerce(cls.name, hp, given.get(k, hp.default)) for k, hp in declared.items()}
+    return {k: coerce(f"learner '{cls.name}'", hp, given.get(k, hp.default)) for k, hp in declared.items()}
 
 
 def _validating(cls: type[Learner], init: Callable[..., None]) -> Callable[..., None]:
@@ -268,13 +378,18 @@ def get_learner(spec: str) -> type[Learner]:
     if spec not in known and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # like `python -m`: a module in the working directory is found
     try:
-        obj = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ClbenchError(f"cannot load learner '{spec}' from '{target}': {exc}") from None
+        module = importlib.import_module(module_name)
+    except (Exception, SystemExit) as exc:  # a plugin's import may fail in any way: a syntax error, its own raise
+        raise ClbenchError(f"cannot load learner '{spec}': importing module '{module_name}' failed with "
+                           f"{one_line(exc)}") from None
+    obj = getattr(module, attr, None)
+    if obj is None:
+        raise ClbenchError(f"cannot load learner '{spec}': module '{module_name}' has no attribute '{attr}'")
     if not (isinstance(obj, type) and issubclass(obj, Learner)):
         raise ClbenchError(f"'{target}' is not a subclass of clbench.Learner")
     if not obj.name:
         raise ClbenchError(f"learner class '{target}' does not set its `name` attribute")
     if obj.wants not in ("images", "features"):
         raise ClbenchError(f"learner '{obj.name}': wants must be 'images' or 'features', not {obj.wants!r}")
+    obj.hyperparameters()  # a declaration the registry cannot use fails here, in one line
     return obj

@@ -35,15 +35,17 @@ class RunOptions:
 def run_and_store(scenario: Scenario, learner_cls: type[Learner], config: dict[str, Any], seed: int,
                   options: RunOptions) -> dict[str, Any]:
     """Run `learner_cls(**config)` with `seed` (resuming its checkpoint unless told not to), append its
-    row to the leaderboard, remove the checkpoint, and return the row."""
+    row to the leaderboard, remove the checkpoint, and return the row; the run's lock is held
+    throughout, so no identical run can resume or replay its checkpoint meanwhile."""
     checkpoint = Checkpoint(options.checkpoints, run_key(scenario, learner_cls, config, seed, options.device))
-    if not options.resume:
+    with checkpoint.claim():  # an identical run started meanwhile stops at once, naming this one
+        if not options.resume:
+            checkpoint.remove()
+        elif checkpoint.path.exists():
+            print(f"resuming {learner_cls.name} seed {seed} from its checkpoint {checkpoint.path}", file=sys.stderr)
+        result = runner.run(scenario, learner_cls, config, seed=seed, device=options.device,
+                            progress=options.progress, feature_cache=options.feature_cache, checkpoint=checkpoint)
+        row = leaderboard.make_row(result, scenario, learner_cls.wants)
+        leaderboard.append_rows(options.leaderboard, [row])
         checkpoint.remove()
-    elif checkpoint.path.exists():
-        print(f"resuming {learner_cls.name} seed {seed} from its checkpoint {checkpoint.path}", file=sys.stderr)
-    result = runner.run(scenario, learner_cls, config, seed=seed, device=options.device, progress=options.progress,
-                        feature_cache=options.feature_cache, checkpoint=checkpoint)
-    row = leaderboard.make_row(result, scenario, learner_cls.wants)
-    leaderboard.append_rows(options.leaderboard, [row])
-    checkpoint.remove()
     return row

@@ -5,8 +5,10 @@ The runner never knows which learner it drives: it only uses the `Learner` contr
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -21,7 +23,7 @@ from clbench.episode_eval import evaluate_episodes
 from clbench.errors import ClbenchError
 from clbench.evaluation import Evaluator
 from clbench.feature_cache import FeatureCache
-from clbench.guard import LearnerFailed, guard  # noqa: F401 (LearnerFailed is part of the runner's API)
+from clbench.guard import LearnerFailed, guard, one_line
 from clbench.inputs import Inputs
 from clbench.learner import Context, ExperienceInfo, Learner
 from clbench.protocols import Experience
@@ -86,10 +88,14 @@ def run(
     stored on a miss; None computes them in memory). Few-shot scenarios then evaluate their test
     episodes; federated ones train a client learner per client and merge them into the server.
 
-    With a `checkpoint` (see `clbench.checkpoint.run_key` for the key that names it), the run saves
-    its progress after every finished experience and, when the file already holds some, resumes
-    after the last experience it records, with the same result as an uninterrupted run. The file
-    stays when the run returns: the caller removes it once the result is stored.
+    With a `checkpoint` (see `clbench.checkpoint.run_key` for the key that names it), the run holds
+    its lock (`Checkpoint.claim`: an identical run in progress is an error), saves its progress after
+    every finished experience and, when the file already holds some, resumes after the last
+    experience it records, with the same result as an uninterrupted run. The file stays when the run
+    returns: the caller removes it once the result is stored, inside its own `claim()`.
+
+    `progress`: a bar over the experiences on a terminal; elsewhere (a log file) one line per finished
+    experience on stderr. A learner whose scores are not finite stops the run (`LearnerFailed`).
     """
     if scenario.spec.online and not learner_cls.online:
         raise ClbenchError(f"learner '{learner_cls.name}' is not online-capable (online = False); "
@@ -97,7 +103,14 @@ def run(
     if scenario.stream.clients and not learner_cls.mergeable:
         raise ClbenchError(f"learner '{learner_cls.name}' cannot merge (mergeable = False); "
                            f"scenario '{scenario.spec.name}' is federated")
-    device = resolve_device(device)
+    with checkpoint.claim() if checkpoint else contextlib.nullcontext():
+        return _run(scenario, learner_cls, config or {}, seed, resolve_device(device), progress, feature_cache,
+                    checkpoint)
+
+
+def _run(scenario: Scenario, learner_cls: type[Learner], config: dict[str, Any], seed: int, device: torch.device,
+         progress: bool, feature_cache: FeatureCache | None, checkpoint: Checkpoint | None) -> RunResult:
+    log = _ProgressLog(learner_cls.name, seed, progress)
     seed_everything(seed)
     reset_peak_memory(device)
     spec, stream = scenario.spec, scenario.stream
@@ -113,14 +126,14 @@ def run(
     )
 
     def new_learner() -> Learner:
-        return guard(learner_cls, "__init__", 0, learner_cls, context, **(config or {}))
+        return guard(learner_cls, "__init__", 0, learner_cls, context, **config)
 
     learner = new_learner()
     evaluator = Evaluator(scenario, inputs, learner)
     trainer = _Trainer(inputs, spec, device, seed)
-    saved = checkpoint.load() if checkpoint else None
+    saved = checkpoint.load(PROGRESS_FIELDS) if checkpoint else None
     if saved:
-        untrained, rows, clients = _resume(saved, learner, evaluator, trainer, inputs)
+        untrained, rows, clients = _resume(saved, checkpoint, learner, evaluator, trainer, inputs)
     else:
         untrained, rows, clients = evaluator.accuracies(-1) if stream.reports_forward_transfer else None, [], []
     bar = context.progress_bar(stream.experiences[len(rows):], f"{learner_cls.name} seed {seed}", unit="exp",
@@ -133,7 +146,9 @@ def run(
                 if learner_cls.cumulative else exp.train_indices
             trainer.train(learner, exp, indices, len(stream.experiences))
         rows.append(evaluator.accuracies(exp.index))
-        bar.set_postfix(acc=f"{np.mean(rows[-1][: exp.index + 1]):.1f}")
+        accuracy = float(np.mean(rows[-1][: exp.index + 1]))
+        bar.set_postfix(acc=f"{accuracy:.1f}")
+        log.line(f"experience {exp.index + 1}/{len(stream.experiences)}", accuracy)
         if checkpoint:
             checkpoint.save(_progress(learner, exp.index, untrained, rows, clients, evaluator, trainer, inputs))
 
@@ -144,6 +159,7 @@ def run(
                                                scenario.dataset.num_classes, spec.eval_batch_size, guard)
         evaluator.seconds += time.perf_counter() - start
         rows, evaluator.curve = [[float(np.mean(episode_accuracies))]], [float(np.mean(episode_accuracies))]
+        log.line(f"{len(episode_accuracies)} test episodes", rows[0][0])
 
     return RunResult(
         learner=learner_cls.name,
@@ -167,6 +183,23 @@ def run(
     )
 
 
+class _ProgressLog:
+    """Where stderr is not a terminal (nohup, SLURM, tee), one flushed line per finished step, since a
+    progress bar shows nothing there; on a terminal, or without progress, nothing."""
+
+    def __init__(self, learner: str, seed: int, progress: bool) -> None:
+        self.prefix, self.start = f"{learner} seed {seed}", time.perf_counter()
+        isatty = getattr(sys.stderr, "isatty", None)
+        self.enabled = progress and not (callable(isatty) and isatty())
+
+    def line(self, step: str, accuracy: float) -> None:
+        """`<learner> seed <seed>: <step>, accuracy <%>, <seconds since the run began> s elapsed`."""
+        if self.enabled:
+            shown = f"{accuracy:.2f}" if accuracy == accuracy else "-"  # NaN: nothing to test yet (few-shot)
+            print(f"{self.prefix}: {step}, accuracy {shown}, {time.perf_counter() - self.start:.1f} s elapsed",
+                  file=sys.stderr, flush=True)
+
+
 class _Trainer:
     """The data loop the runner owns: epochs, shuffling, batches, boundaries, timing."""
 
@@ -188,13 +221,14 @@ class _Trainer:
         train_index = torch.as_tensor(indices, device=self.device)
         task = exp.task if exp.task is not None else (exp.index if learner.needs_task_ids else None)
         info = ExperienceInfo(exp.index, exp.classes, task, len(indices), n_experiences)
+        augment = self.inputs.augments(exp.index)
         start = time.perf_counter()
         if self.spec.task_boundaries:
             guard(learner, "begin_experience", exp.index, learner.begin_experience, info)
         for _ in range(self.spec.epochs):
             order = train_index[torch.randperm(len(train_index), generator=self.generator).to(self.device)]
             for batch in order.split(self.spec.batch_size):
-                x, y = self.inputs.batch("train", batch), self.inputs.y_train[batch]
+                x, y = self.inputs.batch("train", batch, augment), self.inputs.y_train[batch]
                 guard(learner, "learn", exp.index, learner.learn, x, y, task)
                 self.samples_seen += len(batch)
         if self.spec.task_boundaries:
@@ -203,22 +237,31 @@ class _Trainer:
         self.seconds += time.perf_counter() - start
 
 
+PROGRESS_FIELDS = ("learner", "untrained", "rows", "clients", "curve", "eval_seconds", "trainer", "augment", "random")
+"""What a run's checkpoint holds (see `_progress`); a change here bumps `clbench.checkpoint.FORMAT`."""
+
+
 def _progress(learner: Learner, index: int, untrained: list[float] | None, rows: list[list[float]],
               clients: list[list[float]], evaluator: Evaluator, trainer: _Trainer, inputs: Inputs) -> dict[str, Any]:
     """What a checkpoint holds after experience `index`: everything a resumed run carries on from."""
-    return {"learner": guard(learner, "state_dict", index, learner.state_dict), "untrained": untrained,
-            "rows": rows, "clients": clients, "curve": evaluator.curve, "eval_seconds": evaluator.seconds,
-            "trainer": trainer.state(), "augment": inputs.augment_generator.get_state(), "random": random_states()}
+    values = (guard(learner, "state_dict", index, learner.state_dict), untrained, rows, clients, evaluator.curve,
+              evaluator.seconds, trainer.state(), inputs.augment_generator.get_state(), random_states())
+    return dict(zip(PROGRESS_FIELDS, values))
 
 
-def _resume(saved: dict[str, Any], learner: Learner, evaluator: Evaluator, trainer: _Trainer,
-            inputs: Inputs) -> tuple[list[float] | None, list[list[float]], list[list[float]]]:
-    """Put a fresh run back where `saved` (a `_progress`) left it; returns (untrained, rows, clients)."""
-    guard(learner, "load_state_dict", len(saved["rows"]) - 1, learner.load_state_dict, saved["learner"])
-    evaluator.curve, evaluator.seconds = saved["curve"], saved["eval_seconds"]
-    trainer.load_state(saved["trainer"])
-    inputs.augment_generator.set_state(saved["augment"])
-    set_random_states(saved["random"])
+def _resume(saved: dict[str, Any], checkpoint: Checkpoint, learner: Learner, evaluator: Evaluator,
+            trainer: _Trainer, inputs: Inputs) -> tuple[list[float] | None, list[list[float]], list[list[float]]]:
+    """Put a fresh run back where `saved` (a `_progress`) left it; returns (untrained, rows, clients).
+    Content that does not fit this run is one clear error saying to delete the checkpoint."""
+    try:
+        guard(learner, "load_state_dict", len(saved["rows"]) - 1, learner.load_state_dict, saved["learner"])
+        evaluator.curve, evaluator.seconds = list(saved["curve"]), float(saved["eval_seconds"])
+        trainer.load_state(saved["trainer"])
+        inputs.augment_generator.set_state(saved["augment"])
+        set_random_states(saved["random"])
+    except (LearnerFailed, LookupError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        detail = str(exc) if isinstance(exc, LearnerFailed) else one_line(exc)
+        raise checkpoint.unusable(f"does not fit this run ({detail})") from exc
     return saved["untrained"], saved["rows"], saved["clients"]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import sys
 import typing
@@ -10,12 +11,13 @@ import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from clbench.datasets import Dataset, load_dataset
 from clbench.errors import ClbenchError
-from clbench.learner import Hyperparameter, annotation_kind, coerce
+from clbench.learner import Hyperparameter, Range, coerce
 from clbench.protocols import Stream, resolve_class_order, split_by_class
+from clbench.protocols.class_order import FIXED_ORDERS, SEEDED_ORDERS
 from clbench.protocols import core50
 from clbench.protocols.episodes import episodic_stream
 from clbench.protocols.federated import federated_stream
@@ -28,19 +30,50 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+Count = Annotated[int, Range(ge=1)]
+"""A count or a size: an integer >= 1."""
+Seed = Annotated[int, Range(ge=0, le=2**32 - 1)]
+"""A seed of NumPy's RandomState: an integer in [0, 2**32 - 1]."""
+Side = Annotated[int, Range(ge=0, le=4096)]
+"""Pixels along one side of an image (4096 at most: a larger value is a typo, not a setting)."""
+ProtocolName = Literal["class-incremental", "task-incremental", "episodes", "fscil", "core50-ni", "core50-nc",
+                       "core50-nic", "federated"]
+"""The protocols, one per entry of `STREAMS`."""
+
+
+class ClassOrderDomain:
+    """The values of `class_order`: a named order, or the seed of a NumPy RandomState permutation."""
+
+    NAMES = ("natural", *SEEDED_ORDERS, *FIXED_ORDERS)
+
+    def admits(self, value: str) -> bool:
+        digits = value.strip()
+        if digits.isascii() and digits.lstrip("-").isdigit():  # what resolve_class_order reads as a seed
+            return 0 <= int(digits) <= 2**32 - 1
+        return value in self.NAMES
+
+    def __str__(self) -> str:
+        return f"{' | '.join(self.NAMES)} | an integer seed in [0, {2**32 - 1}]"
+
+
 @dataclass(frozen=True)
 class ScenarioSpec:
-    """A named, versioned description of a scenario; every field can be overridden with `--set`."""
+    """A named, versioned description of a scenario; every field can be overridden with `--set`.
+
+    Every setting is converted and checked against its declared domain (`Annotated[..., Range(...)]`,
+    `Literal[...]`) whenever a spec is made: parsed from TOML, overridden, or built in code.
+    """
 
     name: str
     description: str = ""
     dataset: str = "digits"
-    protocol: str = "class-incremental"
-    n_experiences: int = 5
-    class_order: str = "natural"
-    epochs: int = 1
-    batch_size: int = 32
-    eval_batch_size: int = 1024
+    protocol: ProtocolName = "class-incremental"
+    n_experiences: Count = 5
+    class_order: Annotated[str, ClassOrderDomain()] = "natural"
+    """"natural", a named order, or an integer seed (a TOML integer is read as its digits)."""
+    epochs: Count = 1
+    batch_size: Count = 32
+    eval_batch_size: Count = 1024
     backbone: str = "mlp"
     """The network image-level learners train (see `clbench.backbones`)."""
     encoder: str = "flatten"
@@ -51,28 +84,31 @@ class ScenarioSpec:
     encoder_normalize: bool = True
     """Normalise encoder inputs (timm's pretrained statistics, else mean/std); false: only x / 255."""
     mean: tuple[float, ...] = (0.5,)
-    std: tuple[float, ...] = (0.5,)
-    image_size: int = 0
+    std: Annotated[tuple[float, ...], Range(gt=0)] = (0.5,)
+    image_size: Side = 0
     """Side length images are resized to on the device (0: keep the dataset's size)."""
     augment: Literal["none", "crop-flip"] = "none"
     """Train-time augmentation on the device: random crop (zero padding `crop_padding`) + horizontal flip."""
-    crop_padding: int = 4
+    crop_padding: Side = 4
+    augment_experiences: Literal["all", "first"] = "all"
+    """Which experiences' training batches `augment` applies to: "all", or "first" only (FSCIL: the base
+    session, which learners train by gradient; novel-session prototypes are built from the plain shots)."""
     partition: Literal["standard", "pooled"] = "standard"
     """"pooled": pool all partitions and send the last sixth of each class to test (split-miniimagenet)."""
     level: Literal["object", "category"] = "object"
     """CoRe50: classify the 50 objects, or their 10 categories."""
-    run: int = -1
+    run: Annotated[int, Range(ge=-1)] = -1
     """CoRe50 official LUP run: NC/NIC use run 0 when -1; NI uses the fixed session order when -1."""
-    way: int = 5
-    shot: int = 1
-    query: int = 15
-    test_episodes: int = 2000
+    way: Count = 5
+    shot: Count = 1
+    query: Count = 15
+    test_episodes: Count = 2000
     """Few-shot episodes: N-way K-shot Q-query, this many fixed test episodes (episode e uses seed episode_seed + e)."""
-    episode_seed: int = 0
-    n_base_classes: int = 50
-    clients: int = 5
-    classes_per_client: int = 5
-    client_shots: int = 30
+    episode_seed: Seed = 0
+    n_base_classes: Count = 50
+    clients: Count = 5
+    classes_per_client: Count = 5
+    client_shots: Count = 30
     """Federated reconnaissance: the server's base classes, then (n_experiences - 1) missions of
     `clients` clients, each learning `classes_per_client` new classes from `client_shots` images."""
     online: bool = False
@@ -84,31 +120,25 @@ class ScenarioSpec:
     @classmethod
     def fields(cls) -> dict[str, Hyperparameter]:
         """The overridable fields, as typed settings."""
-        hints = typing.get_type_hints(cls)
-        out = {}
-        for f in dataclasses.fields(cls):
-            if f.name in ("name", "overrides"):
-                continue
-            kind, choices = (tuple, None) if f.name in ("mean", "std") else annotation_kind(hints[f.name])
-            out[f.name] = Hyperparameter(f.name, f.default, kind, choices)
-        return out
+        return dict(_settings(cls))
 
     def __post_init__(self) -> None:
+        for key, setting in _settings(type(self)).items():
+            value = getattr(self, key)
+            if key == "class_order" and type(value) is int:
+                value = str(value)  # TOML writes a seed as an integer
+            object.__setattr__(self, key, coerce(f"scenario '{self.name}'", setting, value, role="setting"))
         if self.online and self.epochs != 1:
             raise ClbenchError(f"scenario '{self.name}': an online scenario is a single pass, so epochs must be 1")
-        for key in ("n_experiences", "epochs", "batch_size", "eval_batch_size"):
-            if getattr(self, key) < 1:
-                raise ClbenchError(f"scenario '{self.name}': setting '{key}' must be at least 1")
 
     def with_overrides(self, overrides: dict[str, Any]) -> ScenarioSpec:
-        """A copy with some fields replaced (values checked and converted); records what changed."""
+        """A copy with some fields replaced (values converted and checked); records what changed."""
         known = self.fields()
-        values = {}
-        for key, value in overrides.items():
-            if key not in known:
-                raise ClbenchError(f"scenario '{self.name}' has no setting '{key}' (settings: {', '.join(known)})")
-            values[key] = _coerce_setting(self.name, known[key], value)
-        return dataclasses.replace(self, overrides={**self.overrides, **values}, **values)
+        unknown = [key for key in overrides if key not in known]
+        if unknown:
+            raise ClbenchError(f"scenario '{self.name}' has no setting '{unknown[0]}' (settings: {', '.join(known)})")
+        spec = dataclasses.replace(self, **overrides)
+        return dataclasses.replace(spec, overrides={**self.overrides, **{k: getattr(spec, k) for k in overrides}})
 
     @property
     def display_name(self) -> str:
@@ -116,19 +146,11 @@ class ScenarioSpec:
         return f"{self.name}*" if self.overrides else self.name
 
 
-def _coerce_setting(scenario: str, setting: Hyperparameter, value: Any) -> Any:
-    if setting.type is tuple:
-        if isinstance(value, str):
-            value = value.split(",")
-        try:
-            return tuple(float(v) for v in value)
-        except (TypeError, ValueError):
-            raise ClbenchError(f"scenario '{scenario}': setting '{setting.name}' needs numbers, got {value!r}") from None
-    try:
-        return coerce(scenario, setting, value)
-    except ClbenchError:
-        accepted = " | ".join(setting.choices) if setting.choices else setting.type.__name__
-        raise ClbenchError(f"scenario '{scenario}': setting '{setting.name}' got {value!r}; accepted: {accepted}") from None
+@functools.lru_cache(maxsize=None)
+def _settings(cls: type[ScenarioSpec]) -> dict[str, Hyperparameter]:
+    hints = typing.get_type_hints(cls, include_extras=True)
+    return {f.name: Hyperparameter.declared(f.name, f.default, hints[f.name])
+            for f in dataclasses.fields(cls) if f.name not in ("name", "overrides")}
 
 
 def _spec_files() -> dict[str, Any]:
@@ -138,18 +160,29 @@ def _spec_files() -> dict[str, Any]:
 
 def available_scenarios() -> dict[str, ScenarioSpec]:
     """The shipped scenario specs, by name."""
-    return {name: _parse(name, path.read_text(), str(path)) for name, path in sorted(_spec_files().items())}
+    return {name: _parse(name, _read(path, str(path)), str(path)) for name, path in sorted(_spec_files().items())}
 
 
 def load_spec(name_or_path: str) -> ScenarioSpec:
     """A shipped spec by name, or a spec from a `.toml` file path."""
     files = _spec_files()
     if name_or_path in files:
-        return _parse(name_or_path, files[name_or_path].read_text(), name_or_path)
+        return _parse(name_or_path, _read(files[name_or_path], name_or_path), name_or_path)
     path = Path(name_or_path)
-    if path.suffix == ".toml" and path.is_file():
-        return _parse(path.stem, path.read_text(), str(path))
+    if path.suffix == ".toml" and path.exists():
+        return _parse(path.stem, _read(path, str(path)), str(path))
     raise ClbenchError(f"unknown scenario '{name_or_path}' (known: {', '.join(sorted(files))}; or a path to a .toml spec)")
+
+
+def _read(path: Any, origin: str) -> str:
+    """The text of a spec file (a Path or a package resource), or a one-line error."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ClbenchError(f"scenario spec {origin} is not UTF-8 text (byte {exc.start}): give a TOML file") from None
+    except OSError as exc:
+        what = "is a folder, not a file" if Path(str(path)).is_dir() else f"cannot be read ({exc.strerror or exc})"
+        raise ClbenchError(f"scenario spec {origin} {what}") from None
 
 
 def _parse(name: str, text: str, origin: str) -> ScenarioSpec:
@@ -157,12 +190,7 @@ def _parse(name: str, text: str, origin: str) -> ScenarioSpec:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ClbenchError(f"scenario spec {origin} is not valid TOML: {exc}") from None
-    spec = ScenarioSpec(name=name)
-    spec = spec.with_overrides(raw)
-    spec = dataclasses.replace(spec, overrides={})
-    if spec.protocol not in STREAMS:
-        raise ClbenchError(f"scenario '{name}': unknown protocol '{spec.protocol}' (known: {', '.join(STREAMS)})")
-    return spec
+    return dataclasses.replace(ScenarioSpec(name=name).with_overrides(raw), overrides={})
 
 
 @dataclass(frozen=True)

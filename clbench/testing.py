@@ -236,6 +236,27 @@ def _state_roundtrip(h: _Harness) -> None:
            "a fresh instance given load_state_dict(state_dict()) predicts differently from the original")
 
 
+@_check("state_complete")
+def _state_complete(h: _Harness) -> None:
+    """state_dict() holds everything learn() uses: save it, train on; a fresh instance restored from it and
+    trained on the same batches predicts as the original (what resuming an interrupted run relies on)."""
+    learner = h.make()
+    h.fit(learner, [[0, 1]])
+    state = copy.deepcopy(h.call(learner, "state_dict"))
+    x, _ = h.query()
+    predictions = []
+    for trained in (learner, h.make()):
+        if trained is not learner:
+            h.call(trained, "load_state_dict", copy.deepcopy(state))
+        seed_everything(SEED + 1)
+        h.fit(trained, [[2, 3]], first=1)
+        predictions.append(h.predict(trained, x, h.task(1)))
+    h.same(*predictions, "a fresh instance given load_state_dict() of the state_dict() saved after the first "
+           "experience, then trained on the same batches, predicts differently from the original: optimizer state "
+           "(momentum, Adam moments, lr schedules), step counters, random generators and any other state learn() "
+           "uses belong in state_dict()", exact=False)
+
+
 @_check("deterministic")
 def _deterministic(h: _Harness) -> None:
     """Same seed and data: identical predictions; and predict() itself is repeatable."""
@@ -436,9 +457,10 @@ def _episode_restore(h: _Harness) -> None:
         h.same(before, h.predict(learner, x, h.task(0)),
                f"after episode {episode}, {put}() of the {get}() taken before it did not restore the predictions",
                exact=False)
-    h.same(*after_episode, f"the same support set learned twice from the same restored state gave different "
-           f"predictions: some state outside {get}() (optimizer moments, counters, random generators...) "
-           "carries over from one episode to the next", exact=False)
+    missing = ("that learning a support set changes is missing from episodic_state()" if has_get else
+               "that learn() uses is missing from state_dict() (the state_complete check says which kind)")
+    h.same(*after_episode, f"the same support set learned twice from the same restored {get}() gave different "
+           f"predictions: state {missing}, so it carries over from one episode to the next", exact=False)
 
 
 # ---- public entry points -------------------------------------------------------------------------

@@ -243,7 +243,7 @@ BROKEN = [
     (AveragesMeans, "merge", "untrained learner"),
     (Unvalidated, "hyperparameters", "unknown keyword 'no_such_hyperparameter' was accepted"),
     (IncompleteEpisodicState, "episode_restore", "load_episodic_state() of the episodic_state()"),
-    (FinetuneWithoutOptimizerState, "episode_restore", "carries over"),
+    (FinetuneWithoutOptimizerState, "state_complete", "optimizer state (momentum, Adam moments, lr schedules)"),
 ]
 
 
@@ -251,6 +251,17 @@ BROKEN = [
 def test_broken_learner_fails_its_check(cls: type[Learner], check: str, reason: str) -> None:
     with pytest.raises(LearnerCheckFailed, match=rf"^{check}: (?s:.*){re.escape(reason)}"):
         dict(learner_checks(cls))[check]()
+
+
+def test_episode_restore_blames_the_snapshot_that_is_incomplete() -> None:
+    with pytest.raises(LearnerCheckFailed, match=r"^episode_restore: .*restored state_dict\(\) gave different "
+                                                 r"predictions: state that learn\(\) uses is missing from state_dict"):
+        dict(learner_checks(FinetuneWithoutOptimizerState))["episode_restore"]()
+
+
+def test_check_learner_reports_missing_optimizer_state_as_incomplete_state() -> None:
+    with pytest.raises(LearnerCheckFailed, match=r"^state_complete: .*belong in state_dict\(\)"):
+        check_learner(FinetuneWithoutOptimizerState)
 
 
 def test_every_check_is_shown_to_fail() -> None:

@@ -31,8 +31,8 @@ def test_command_line_strings_are_converted():
 
 
 @pytest.mark.parametrize("given,match", [
-    ({"momentum": 0.9}, r"no hyper-parameter 'momentum'; accepted: lr=0.1 \(float\), steps=3 \(int\), mode='a' \(a\|b\)"),
-    ({"lr": "fast"}, r"'lr' got 'fast'; accepted: float"),
+    ({"momentum": 0.9}, r"no hyper-parameter 'momentum'; accepted: lr=0.1 \(finite float\), steps=3 \(int\), mode='a' \(a \| b\)"),
+    ({"lr": "fast"}, r"'lr' got 'fast'; accepted: finite float"),
     ({"steps": 2.5}, r"'steps' got 2.5; accepted: int"),
     ({"steps": True}, r"'steps' got True; accepted: int"),
     ({"mode": "c"}, r"'mode' got 'c'; accepted: a \| b"),
@@ -81,7 +81,7 @@ def test_annotations_of_every_kind():
 
     assert Kinds(CTX).config == {"anything": None, "sizes": (1, 2), "maybe": None, "tags": None}
     assert Kinds(CTX, anything=object, sizes=(3,), maybe="0.5", tags=["a"]).config["maybe"] == 0.5
-    with pytest.raises(ClbenchError, match="'sizes' got 3; accepted: tuple"):
+    with pytest.raises(ClbenchError, match="'sizes' got 3; accepted: tuple of int"):
         Kinds(CTX, sizes=3)
 
 

@@ -166,6 +166,34 @@ def test_degenerate_base_experiences_do_not_crash_and_say_so() -> None:
         assert learner.base_done and learner.memory.counts.sum() == len(y)
 
 
+def test_repeated_passes_over_an_experience_count_each_sample_once() -> None:
+    """The runner's epochs > 1 feed an experience again: base data are stored once, novel samples
+    counted once, also across a batch that straddles the end of a pass and across a state reload."""
+    x, y = images(range(4), 5, seed=3)
+    once, thrice = make(episodes=0), make(episodes=0)
+    fit(once, x, y)
+    info = ExperienceInfo(0, (0, 1, 2, 3), None, len(y), 2)
+    thrice.begin_experience(info)
+    batches = list(zip(torch.cat([x] * 3).split(7), torch.cat([y] * 3).split(7)))  # batch 3 straddles a pass
+    for xb, yb in batches[:2]:
+        thrice.learn(xb, yb, None)
+    resumed = make(episodes=0)
+    resumed.load_state_dict(thrice.state_dict())
+    for xb, yb in batches[2:]:
+        resumed.learn(xb, yb, None)
+    assert torch.equal(resumed.state_dict()["pending_x"], x)
+    resumed.end_experience(info)
+    novel_x, novel_y = images(range(4, 6), 3, seed=4)
+    novel = ExperienceInfo(1, (4, 5), None, len(novel_y), 2)
+    for learner in (once, resumed):
+        learner.begin_experience(novel)
+        for _ in range(3):
+            learner.learn(novel_x, novel_y, None)
+        learner.end_experience(novel)
+    assert resumed.memory.counts[:6].tolist() == [5, 5, 5, 5, 3, 3]
+    assert torch.equal(resumed.memory.sums, once.memory.sums)
+
+
 def test_without_task_boundaries_the_first_prediction_closes_the_base_phase() -> None:
     x, y = images(range(4), 5, seed=6)
     learner = make(episodes=2, train_way=4, train_shot=2, train_query=2)

@@ -89,57 +89,48 @@ def test_a_foreign_or_corrupt_checkpoint_is_one_clear_error(tmp_path):
     with pytest.raises(ClbenchError, match="belongs to another run.*--no-resume"):
         runner.run(sc, nmc, {}, device="cpu", progress=False, checkpoint=mine)
     mine.path.write_bytes(b"not a checkpoint")
-    with pytest.raises(ClbenchError, match="cannot read the checkpoint"):
+    with pytest.raises(ClbenchError, match="checkpoint .* cannot be read .*--no-resume"):
         mine.load()
 
 
-def test_random_states_round_trip_through_a_saved_file(tmp_path):
-    import random
-
-    import numpy as np
-
-    checkpoint = Checkpoint(tmp_path, "rng")
-    checkpoint.save({"random": random_states()})
-    expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
-    set_random_states(checkpoint.load()["random"])
-    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected
-
-
-def test_an_unwritable_folder_warns_once_and_the_run_goes_on(tmp_path):
-    folder = tmp_path / "shared"
-    folder.mkdir()
-    folder.chmod(0o555)  # no write bit: left alone even by root
-    sc, nmc = scenario(), get_learner("nmc")
-    checkpoint = Checkpoint(folder / "checkpoints", run_key(sc, nmc, {}, 0, torch.device("cpu")))
-    try:
-        with pytest.warns(UserWarning, match="cannot write run checkpoints.*cannot be resumed") as caught:
-            result = runner.run(sc, nmc, {}, device="cpu", progress=False, checkpoint=checkpoint)
-    finally:
-        folder.chmod(0o755)
-    assert len(caught) == 1 and len(result.accuracy_matrix) == 4 and not (folder / "checkpoints").exists()
-
-
-def test_federated_and_episode_runs_resume_too(tmp_path):
-    from test_episodes import _episodic_scenario
-    from test_federated import _scenario as federated_scenario
-
-    protonet, config = get_learner("protonet"), {"episodes": 2, "train_way": 2, "train_shot": 1, "train_query": 1}
-    fed = federated_scenario()
-    whole = runner.run(fed, protonet, config, device="cpu", progress=False)
-    checkpoint = checkpoint_for(tmp_path, fed, protonet, config)
+def _saved_progress(tmp_path):
+    """An interrupted finetune run's checkpoint: (scenario, learner class, checkpoint, its content)."""
+    sc, cls = scenario(), get_learner("finetune")
+    checkpoint = checkpoint_for(tmp_path, sc, cls, {})
     with pytest.raises(KeyboardInterrupt):
-        runner.run(fed, interrupting(protonet, 2), config, device="cpu", progress=False, checkpoint=checkpoint)
-    resumed = runner.run(fed, protonet, config, device="cpu", progress=False, checkpoint=checkpoint)
-    assert resumed.accuracy_matrix == whole.accuracy_matrix and resumed.client_accuracies == whole.client_accuracies
+        runner.run(sc, interrupting(cls, 2), {}, device="cpu", progress=False, checkpoint=checkpoint)
+    return sc, cls, checkpoint, torch.load(checkpoint.path, weights_only=True)
 
-    episodic = _episodic_scenario()
-    whole = runner.run(episodic, protonet, config, device="cpu", progress=False)
-    checkpoint = checkpoint_for(tmp_path, episodic, protonet, config)
-    runner.run(episodic, protonet, config, device="cpu", progress=False, checkpoint=checkpoint)  # then "interrupted"
 
-    class NoMetaTraining(protonet):
-        def _train_base(self, x, y):
-            raise AssertionError("meta-training was redone")
-    NoMetaTraining.__qualname__, NoMetaTraining.__module__ = protonet.__qualname__, protonet.__module__
-    resumed = runner.run(episodic, NoMetaTraining, config, device="cpu", progress=False, checkpoint=checkpoint)
-    assert resumed.episode_accuracies == whole.episode_accuracies
+@pytest.mark.parametrize("field", runner.PROGRESS_FIELDS)
+def test_a_checkpoint_without_a_field_is_one_clear_error(tmp_path, field):
+    sc, cls, checkpoint, saved = _saved_progress(tmp_path)
+    del saved[field]
+    torch.save(saved, checkpoint.path)
+    with pytest.raises(ClbenchError, match=rf"lacks the field '{field}'; delete it, or rerun with --no-resume"):
+        runner.run(sc, cls, {}, device="cpu", progress=False, checkpoint=checkpoint)
+
+
+@pytest.mark.parametrize("older", [None, 1])
+def test_a_checkpoint_of_another_format_is_one_clear_error(tmp_path, older):
+    sc, cls, checkpoint, saved = _saved_progress(tmp_path)
+    if older is None:
+        del saved["format"]  # as written before checkpoints recorded their format
+    else:
+        saved["format"] = older
+    torch.save(saved, checkpoint.path)
+    with pytest.raises(ClbenchError, match=r"was written in (an older format|format 1); this clbench reads "
+                                           r"checkpoint format \d+; delete it, or rerun with --no-resume"):
+        runner.run(sc, cls, {}, device="cpu", progress=False, checkpoint=checkpoint)
+
+
+@pytest.mark.parametrize("field,value,detail", [
+    ("learner", {"net": {}}, "learner 'finetune' raised in load_state_dict"),  # a learner state of another layout
+    ("trainer", {"generator": "not a state"}, "TypeError"),
+])
+def test_checkpoint_content_that_does_not_fit_the_run_is_one_clear_error(tmp_path, field, value, detail):
+    sc, cls, checkpoint, saved = _saved_progress(tmp_path)
+    saved[field] = value
+    torch.save(saved, checkpoint.path)
+    with pytest.raises(ClbenchError, match=rf"does not fit this run \({detail}.*\); delete it, or rerun with --no-"):
+        runner.run(sc, cls, {}, device="cpu", progress=False, checkpoint=checkpoint)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from clbench import Learner, runner
+from clbench.augment import ImageTransform
 from clbench.learner import get_learner
 from synthetic import make_scenario
 
@@ -161,7 +162,7 @@ def test_online_scenario_refuses_an_offline_learner():
         make_scenario(online=True, epochs=3)
 
 
-def test_class_incremental_scores_the_test_union_once_per_evaluation():
+def test_class_incremental_scores_the_trained_classes_once_per_evaluation():
     class Counts(FavoursHighestClass):
         name = "counts"
         predicted = []
@@ -171,7 +172,8 @@ def test_class_incremental_scores_the_test_union_once_per_evaluation():
             return super().predict(x, task)
 
     runner.run(make_scenario(n_classes=6, n_experiences=3, test_per_class=2), Counts, progress=False)
-    assert Counts.predicted == [12, 12, 12]  # one pass over all 12 test samples after each experience
+    # one pass over the test samples of the classes trained so far; unseen classes cannot be right: not scored
+    assert Counts.predicted == [4, 8, 12]
     Counts.predicted.clear()
     runner.run(make_scenario(n_classes=6, n_experiences=3, test_per_class=2, task_incremental=True), Counts, progress=False)
     assert Counts.predicted == [4] * 12  # task-incremental: per experience (task id), untrained pass included
@@ -188,3 +190,61 @@ def test_the_learner_is_told_whether_to_show_progress(progress):
 
     runner.run(make_scenario(), Records, seed=0, progress=progress)
     assert seen == [progress]
+
+
+def test_a_multi_line_learner_exception_is_still_one_line():
+    class Verbose(FavoursHighestClass):
+        name = "verbose"
+
+        def learn(self, x, y, task):
+            raise RuntimeError("Error(s) in loading:\n\tMissing key(s): 'w'")
+
+    with pytest.raises(runner.LearnerFailed) as caught:
+        runner.run(make_scenario(), Verbose, progress=False)
+    assert str(caught.value) == ("learner 'verbose' raised in learn() at experience 0: "
+                                 "RuntimeError: Error(s) in loading: Missing key(s): 'w'")
+
+
+def test_augment_experiences_first_leaves_later_experiences_unaugmented():
+    """FSCIL: only the base session (trained by gradient) is augmented; novel-session shots arrive as they
+    are, so prototypes and means are built from the test transform's images."""
+    sc = make_scenario(n_experiences=2, per_class=4, batch_size=8, augment="crop-flip", crop_padding=1,
+                       augment_experiences="first")
+    learned = {0: [], 1: []}
+    RecordsExperience = type("RecordsExperience", (FavoursHighestClass,), {
+        "name": "records-experience",
+        "begin_experience": lambda self, info: setattr(self, "current", info.index),
+        "learn": lambda self, x, y, task: learned[self.current].append((x.clone(), y.clone()))})
+    runner.run(sc, RecordsExperience, progress=False)
+    train = sc.dataset.partition("train")
+    images, labels = torch.as_tensor(train.images), torch.as_tensor(train.labels)
+    normalise = ImageTransform(sc.spec.image_size, sc.spec.mean, sc.spec.std)
+    plain = {c: normalise(images[labels == c]).flatten(1) for c in range(4)}
+
+    def unaugmented(x, y):
+        return all((plain[int(c)] == row.flatten()).all(1).any() for row, c in zip(x, y))
+
+    assert all(unaugmented(x, y) for x, y in learned[1])
+    assert not all(unaugmented(x, y) for x, y in learned[0])  # the base session is augmented
+    assert not unaugmented(*learned[0][0])
+
+
+@pytest.mark.parametrize("terminal,progress", [(False, True), (False, False), (True, True)])
+def test_one_log_line_per_experience_where_stderr_is_not_a_terminal(capsys, monkeypatch, terminal, progress):
+    import sys
+
+    if terminal:
+        monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    runner.run(make_scenario(n_classes=6, n_experiences=3), FavoursHighestClass, seed=4, progress=progress)
+    err = capsys.readouterr().err.splitlines()
+    lines = [line for line in err if line.startswith("favours-highest seed 4: experience")]
+    if terminal or not progress:
+        assert lines == []
+        return
+    # after experience i it answers the highest seen class: half of that experience right, the rest wrong
+    expected = [("1/3", "50.00"), ("2/3", "25.00"), ("3/3", "16.67")]
+    assert len(lines) == 3
+    for line, (step, accuracy) in zip(lines, expected):
+        head, elapsed = line.rsplit(", ", 1)
+        assert head == f"favours-highest seed 4: experience {step}, accuracy {accuracy}"
+        assert elapsed.endswith(" s elapsed") and float(elapsed.split()[0]) >= 0

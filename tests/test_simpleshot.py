@@ -4,6 +4,7 @@ conformance suite (the prototype arithmetic it shares with protonet is tested in
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -12,7 +13,9 @@ import torch
 from clbench.errors import ClbenchError
 from clbench.learners.prototypes import LOWEST_SCORE, PrototypeMemory
 from clbench.learners.simpleshot import SimpleShot, transductive_scores, transform_features
+from clbench.runner import run
 from clbench.testing import check_learner, learner_checks
+from synthetic import make_scenario
 from test_protonet import fit, held_out_accuracy, images, make
 
 
@@ -145,8 +148,28 @@ def _trained(**hp) -> SimpleShot:
     return learner
 
 
+def test_the_runners_epochs_store_the_base_data_once_and_change_nothing() -> None:
+    """The runner feeds epochs x n_samples; the base data are stored once (n_samples rows) and the
+    learner's own `epochs` alone trains: the runner's epochs=3 gives epochs=1's result."""
+    stored = []
+
+    class Recording(SimpleShot):
+        name = "recording"
+
+        def _train_base(self, x: torch.Tensor, y: torch.Tensor) -> None:
+            stored.append(len(x))
+            super()._train_base(x, y)
+
+    base = make_scenario(n_classes=4, n_experiences=2, per_class=6)
+    results = [run(dataclasses.replace(base, spec=base.spec.with_overrides({"epochs": epochs})), Recording,
+                   {"epochs": 2, "batch_size": 4}, progress=False, device="cpu").accuracy_matrix for epochs in (1, 3)]
+    n_samples = len(base.stream.experiences[0].train_indices)
+    assert stored == [n_samples, n_samples] and results[0] == results[1]
+
+
 def test_hyperparameters_are_validated() -> None:
-    for bad in ({"epochs": -1}, {"batch_size": 1}, {"lr": -0.1}, {"transform": "zca"}, {"optimizer": "lbfgs"}):
+    for bad in ({"epochs": -1}, {"batch_size": 1}, {"lr": -0.1}, {"lr": float("nan")}, {"momentum": 1.0},
+                {"transform": "zca"}, {"optimizer": "lbfgs"}):
         with pytest.raises(ClbenchError, match=next(iter(bad))):
             simpleshot(**bad)
 

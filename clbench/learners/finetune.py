@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clbench.learner import Context, Learner
+from clbench.learner import Context, Learner, Range
 
 
 class Finetune(Learner):
@@ -23,10 +23,10 @@ class Finetune(Learner):
         self,
         context: Context,
         *,
-        lr: float = 0.05,
+        lr: Annotated[float, Range(gt=0)] = 0.05,
         optimizer: Literal["sgd", "adam"] = "sgd",
-        momentum: float = 0.9,
-        weight_decay: float = 0.0,
+        momentum: Annotated[float, Range(ge=0, lt=1)] = 0.9,
+        weight_decay: Annotated[float, Range(ge=0)] = 0.0,
     ) -> None:
         super().__init__(context)
         backbone = context.backbone()

@@ -4,14 +4,13 @@ reconnaissance (Hendryx et al. 2021)."""
 from __future__ import annotations
 
 import warnings
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 
-from clbench.errors import ClbenchError
 from clbench.inference import channels_last
-from clbench.learner import Context
+from clbench.learner import Context, Range
 from clbench.learners.prototypes import BACKBONES, PrototypeLearner, build_encoder, generator
 
 
@@ -105,8 +104,8 @@ class ProtoNet(PrototypeLearner):
     Afterwards every `learn` only adds embeddings to per-class sums and counts (float64): the
     prototype of a class is sum / count, i.e. n <- n + k; p <- p + (k / n)(m - p). `predict` gives
     negative squared Euclidean distances to the prototypes; classes without one score the lowest
-    finite float. With epochs > 1 or augmentation in the base experience, every (augmented) copy
-    is stored and counted as a sample.
+    finite float. Each sample of an experience is stored or counted once: with the runner's epochs > 1
+    the repeated passes are ignored (see PrototypeLearner), so `episodes` alone sets meta-training.
 
     `merge`: adds each other learner's (sums, counts) minus the (sums, counts) it had when its
     state was last loaded (see `PrototypeLearner.merge`); learners must share the encoder.
@@ -120,25 +119,16 @@ class ProtoNet(PrototypeLearner):
         context: Context,
         *,
         backbone: BACKBONES = "scenario",
-        train_way: int = 20,
-        train_shot: int = 5,
-        train_query: int = 15,
-        episodes: int = 2000,
-        lr: float = 1e-3,
-        lr_halve_every: int = 2000,
+        train_way: Annotated[int, Range(ge=2)] = 20,
+        train_shot: Annotated[int, Range(ge=1)] = 5,
+        train_query: Annotated[int, Range(ge=1)] = 15,
+        episodes: Annotated[int, Range(ge=0)] = 2000,
+        lr: Annotated[float, Range(gt=0)] = 1e-3,
+        lr_halve_every: Annotated[int, Range(ge=1)] = 2000,
         loss: Literal["proto", "proto-triplet"] = "proto",
-        margin: float = 0.5,
+        margin: Annotated[float, Range(ge=0)] = 0.5,
     ) -> None:
         super().__init__(context)
-        for key, value, low in (("train_way", train_way, 2), ("train_shot", train_shot, 1),
-                                ("train_query", train_query, 1), ("episodes", episodes, 0),
-                                ("lr_halve_every", lr_halve_every, 1)):
-            if value < low:
-                raise ClbenchError(f"learner 'protonet': hyper-parameter '{key}' must be >= {low}, got {value}")
-        if not lr > 0:
-            raise ClbenchError(f"learner 'protonet': hyper-parameter 'lr' must be > 0, got {lr}")
-        if margin < 0:
-            raise ClbenchError(f"learner 'protonet': hyper-parameter 'margin' must be >= 0, got {margin}")
         self.way, self.shot, self.query, self.episodes = train_way, train_shot, train_query, episodes
         self.lr, self.lr_halve_every, self.loss, self.margin = lr, lr_halve_every, loss, margin
         self._setup(build_encoder(context, backbone))

@@ -160,6 +160,11 @@ class PrototypeLearner(Learner):
       task boundaries (no `end_experience`), the first `predict`, `encode`, `merge` or
       `episodic_state` closes the base phase the same way.
     - afterwards: `learn` adds features to the sums/counts (any batch size, one pass: online).
+    - each sample of an experience counts once: after `begin_experience(info)`, `learn` takes the
+      first `info.n_samples` samples it is fed and ignores the rest (the runner's epochs > 1 feed the
+      same samples again), so the base data are stored once, whatever the runner's epochs; the
+      learner's own `epochs`/`episodes` is what base training uses. Without task boundaries (no
+      `begin_experience`) every sample fed is taken.
 
     `learn` and `predict` take images (N x C x H x W, encoded by the frozen encoder in eval mode under
     no_grad) or, once the base phase is over, `encode()` outputs (N x D): the few-shot runner may
@@ -184,6 +189,8 @@ class PrototypeLearner(Learner):
         """The classes holding prototypes when the base phase ended (its classes)."""
         self._pending_x: list[torch.Tensor] = []
         self._pending_y: list[torch.Tensor] = []
+        self._quota: int | None = None
+        """Samples of the current experience still to take (None: no limit, outside an experience)."""
 
     # ---- subclass hooks -------------------------------------------------------------------------
     def _train_base(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -214,7 +221,15 @@ class PrototypeLearner(Learner):
         return None
 
     # ---- the contract ---------------------------------------------------------------------------
+    def begin_experience(self, info: ExperienceInfo) -> None:
+        self._quota = info.n_samples
+
     def learn(self, x: torch.Tensor, y: torch.Tensor, task: int | None) -> None:
+        if self._quota is not None:
+            x, y = x[: self._quota], y[: self._quota]
+            self._quota -= len(y)
+        if not len(y):
+            return
         if not self.base_done:
             if x.dim() == 2:
                 raise ClbenchError(f"learner '{self.name}': the first (base) experience must be given as images, "
@@ -225,6 +240,7 @@ class PrototypeLearner(Learner):
         self.memory.add(self._transform(self._features(x)), y)
 
     def end_experience(self, info: ExperienceInfo) -> None:
+        self._quota = None
         self._finish_base()
 
     def predict(self, x: torch.Tensor, task: int | None) -> torch.Tensor:
@@ -276,13 +292,15 @@ class PrototypeLearner(Learner):
     # ---- state ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Encoder weights, prototype sums/counts and their origin, whether the base phase is over,
-        and any base data still pending (empty after the first end_experience); no optimizer (the
-        encoder is frozen once trained). Loads with torch.load(weights_only=True)."""
+        any base data still pending (empty after the first end_experience) and the samples the current
+        experience may still give (-1: no limit); no optimizer (the encoder is frozen once trained).
+        Loads with torch.load(weights_only=True)."""
         pending_x = torch.cat(self._pending_x) if self._pending_x else torch.zeros(0)
         pending_y = torch.cat(self._pending_y) if self._pending_y else torch.zeros(0, dtype=torch.long)
         return {"encoder": self.encoder.state_dict(), "memory": self.memory.state(), "base_done": self.base_done,
                 "base_classes": self.base_classes.clone(),
-                "pending_x": pending_x, "pending_y": pending_y, **self._extra_state()}
+                "pending_x": pending_x, "pending_y": pending_y, "quota": -1 if self._quota is None else self._quota,
+                **self._extra_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state; the loaded sums/counts become this learner's merge origin (a client given
@@ -295,6 +313,8 @@ class PrototypeLearner(Learner):
         pending_x, pending_y = state["pending_x"], state["pending_y"]
         self._pending_x = [pending_x.to(self.device)] if len(pending_x) else []
         self._pending_y = [pending_y.to(self.device)] if len(pending_y) else []
+        quota = int(state.get("quota", -1))  # absent in states saved before it existed: no limit
+        self._quota = None if quota < 0 else quota
         self._load_extra_state(state)
 
     # ---- internals ------------------------------------------------------------------------------

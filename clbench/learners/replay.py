@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 
 from clbench.errors import ClbenchError
-from clbench.learner import Context
+from clbench.learner import Context, Range
 from clbench.learners.finetune import Finetune
 
 # Added to context.seed so the learner's draws do not repeat the runner's shuffling stream (seeded with seed).
@@ -80,13 +80,8 @@ class Replay(Finetune):
     needs_task_ids = False
     online = True
 
-    def __init__(self, context: Context, *, buffer_size: int = 500, replay_batch_size: int = 0,
-                 **finetune: Any) -> None:
-        if buffer_size < 1:
-            raise ClbenchError(f"learner 'replay': hyper-parameter 'buffer_size' must be at least 1, got {buffer_size}")
-        if replay_batch_size < 0:
-            raise ClbenchError(f"learner 'replay': hyper-parameter 'replay_batch_size' must be >= 0 "
-                               f"(0 = the stream batch size), got {replay_batch_size}")
+    def __init__(self, context: Context, *, buffer_size: Annotated[int, Range(ge=1)] = 500,
+                 replay_batch_size: Annotated[int, Range(ge=0)] = 0, **finetune: Any) -> None:
         super().__init__(context, **finetune)
         self.buffer_size = buffer_size
         self.replay_batch_size = replay_batch_size

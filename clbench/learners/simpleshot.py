@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clbench.errors import ClbenchError
 from clbench.inference import channels_last
-from clbench.learner import Context
+from clbench.learner import Context, Range
 from clbench.learners.prototypes import (BACKBONES, PrototypeLearner, PrototypeMemory, build_encoder, generator,
                                          place, squared_distances)
 
@@ -70,8 +69,9 @@ class SimpleShot(PrototypeLearner):
     `lr` and `weight_decay`, the lr annealed by a cosine over all steps. `epochs = 0` or fewer than
     two base classes: no training (a random encoder). The head is then dropped, the encoder frozen
     (eval, no gradients), the base feature mean computed once from the stored data, and the data
-    become the base classes' prototypes (of transformed features), then are released. The runner's
-    `epochs` for the base experience only repeats (augmented) copies in the stored data.
+    become the base classes' prototypes (of transformed features), then are released. The data are
+    stored once: `epochs` here is what base training uses; the runner's epochs only feed the same
+    samples again, which are ignored (each sample of an experience counts once, see PrototypeLearner).
 
     Features: `transform` "none", "l2" (L2-normalised) or "cl2n" (minus the base-class feature mean,
     then L2-normalised; Wang et al. 2019's best). Prototypes = mean of transformed features (not
@@ -98,26 +98,18 @@ class SimpleShot(PrototypeLearner):
         context: Context,
         *,
         backbone: BACKBONES = "scenario",
-        epochs: int = 1,
-        lr: float = 0.1,
+        epochs: Annotated[int, Range(ge=0)] = 1,
+        lr: Annotated[float, Range(gt=0)] = 0.1,
         optimizer: Literal["sgd", "adam"] = "sgd",
-        momentum: float = 0.9,
-        weight_decay: float = 5e-4,
-        batch_size: int = 128,
+        momentum: Annotated[float, Range(ge=0, lt=1)] = 0.9,
+        weight_decay: Annotated[float, Range(ge=0)] = 5e-4,
+        batch_size: Annotated[int, Range(ge=2)] = 128,
         transform: Literal["none", "l2", "cl2n"] = "cl2n",
         transductive: bool = False,
-        kmeans_steps: int = 10,
+        kmeans_steps: Annotated[int, Range(ge=0)] = 10,
         transductive_classes: Literal["all", "novel"] = "all",
     ) -> None:
         super().__init__(context)
-        for key, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 2),
-                                ("kmeans_steps", kmeans_steps, 0)):
-            if value < low:
-                raise ClbenchError(f"learner 'simpleshot': hyper-parameter '{key}' must be >= {low}, got {value}")
-        for key, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
-            if not (value > 0 if key == "lr" else value >= 0):
-                raise ClbenchError(f"learner 'simpleshot': hyper-parameter '{key}' must be "
-                                   f"{'> 0' if key == 'lr' else '>= 0'}, got {value}")
         self.epochs, self.lr, self.optimizer, self.momentum = epochs, lr, optimizer, momentum
         self.weight_decay, self.batch_size, self.transform = weight_decay, batch_size, transform
         self.transductive, self.kmeans_steps = transductive, kmeans_steps
