@@ -21,6 +21,8 @@ from clbench.backbones import input_config, make_backbone, weights_id
 from clbench.datasets import LabeledArrays
 from clbench.datasets.cache import cached_array
 from clbench.device import synchronize
+from clbench.errors import ClbenchError
+from clbench.guard import one_line
 from clbench.inference import channels_last, inference_copy
 
 SAMPLED_IMAGES = 64  # images hashed (evenly spaced) to identify a partition's content cheaply
@@ -45,7 +47,8 @@ class FrozenEncoder:
         self.weights_id = weights_id(name, weights)
         with torch.random.fork_rng(devices=[]):  # a random-init encoder is the same in every run
             torch.manual_seed(0)
-            self.model: nn.Module = make_backbone(name, _resized(image_shape, spec_size), weights=weights)
+            self.model: nn.Module = make_backbone(name, _resized(image_shape, spec_size), weights=weights,
+                                                  role="encoder")
         self.model = inference_copy(self.model.to(device))
         cfg = input_config(self.model)
         channels = image_shape[0]
@@ -70,13 +73,22 @@ class FrozenEncoder:
 
     @torch.no_grad()
     def encode_into(self, images: torch.Tensor, out: np.ndarray, batch: int) -> None:
-        """Encode uint8 images (any device) in batches into the float32 array `out`."""
+        """Encode uint8 images (any device) in batches into the float32 array `out`; a failure (out of
+        memory, a shape the encoder refuses) is one ClbenchError line naming the encoder."""
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
         for i in range(0, len(images), batch):
             x = channels_last(self.transform(images[i : i + batch].to(self.device, non_blocking=True)))
-            with autocast:
-                z = self.model(x)
-            out[i : i + batch] = z.float().flatten(1).cpu().numpy()
+            try:
+                with autocast:
+                    z = self.model(x)
+                out[i : i + batch] = z.float().flatten(1).cpu().numpy()
+            except torch.OutOfMemoryError:
+                raise ClbenchError(f"encoder '{self.name}' ran out of memory on {tuple(x.shape)} batches on "
+                                   f"{self.device}; lower eval_batch_size (--set eval_batch_size=N) or image_size"
+                                   ) from None
+            except Exception as exc:  # the encoder's failure is reported in one line, not as a traceback
+                raise ClbenchError(f"encoder '{self.name}' failed on {tuple(x.shape)} inputs: {one_line(exc)}; "
+                                   f"check encoder, image_size and weights") from None
 
 
 def _resized(shape: tuple[int, ...], size: int) -> tuple[int, ...]:

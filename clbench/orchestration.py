@@ -6,7 +6,6 @@ locking, row-making and appending happen the same way everywhere.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,8 +40,6 @@ def run_and_store(scenario: Scenario, learner_cls: type[Learner], config: dict[s
     with checkpoint.claim():  # an identical run started meanwhile stops at once, naming this one
         if not options.resume:
             checkpoint.remove()
-        elif checkpoint.path.exists():
-            print(f"resuming {learner_cls.name} seed {seed} from its checkpoint {checkpoint.path}", file=sys.stderr)
         result = runner.run(scenario, learner_cls, config, seed=seed, device=options.device,
                             progress=options.progress, feature_cache=options.feature_cache, checkpoint=checkpoint)
         row = leaderboard.make_row(result, scenario, learner_cls.wants)

@@ -120,7 +120,7 @@ def _run(scenario: Scenario, learner_cls: type[Learner], config: dict[str, Any],
         num_classes=scenario.dataset.num_classes,
         input_shape=inputs.input_shape,
         seed=seed,
-        backbone=backbone_factory(spec.backbone, inputs.image_shape, spec.weights),
+        backbone=backbone_factory(spec.backbone, inputs.image_shape, spec.weights, (spec.mean, spec.std)),
         n_experiences=len(stream.experiences),
         progress=progress,
     )
@@ -134,6 +134,8 @@ def _run(scenario: Scenario, learner_cls: type[Learner], config: dict[str, Any],
     saved = checkpoint.load(PROGRESS_FIELDS) if checkpoint else None
     if saved:
         untrained, rows, clients = _resume(saved, checkpoint, learner, evaluator, trainer, inputs)
+        print(f"resuming {learner_cls.name} seed {seed} from its checkpoint {checkpoint.path} "
+              f"({len(rows)} of {len(stream.experiences)} experiences done)", file=sys.stderr)
     else:
         untrained, rows, clients = evaluator.accuracies(-1) if stream.reports_forward_transfer else None, [], []
     bar = context.progress_bar(stream.experiences[len(rows):], f"{learner_cls.name} seed {seed}", unit="exp",

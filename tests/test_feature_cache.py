@@ -9,7 +9,7 @@ import torch
 from clbench import runner
 from clbench.backbones import load_checkpoint, make_backbone, weights_id
 from clbench.errors import ClbenchError
-from clbench.feature_cache import FeatureCache, partition_identity
+from clbench.feature_cache import FeatureCache, FrozenEncoder, partition_identity
 from clbench.learner import get_learner
 from synthetic import make_scenario
 
@@ -33,11 +33,12 @@ def test_second_run_hits_the_cache_and_gives_the_same_matrix(tmp_path):
 def test_second_run_skips_the_encoder(tmp_path, monkeypatch):
     cache = FeatureCache(tmp_path)
     _run(cache)
-    calls = []
-    original = torch.nn.Module.__call__
-    monkeypatch.setattr(torch.nn.Module, "__call__", lambda self, *a, **k: (calls.append(type(self).__name__), original(self, *a, **k))[1])
+    encoded = []
+    original = FrozenEncoder.encode_into
+    monkeypatch.setattr(FrozenEncoder, "encode_into", lambda self, images, *a: (encoded.append(len(images)),
+                                                                               original(self, images, *a))[1])
     assert _run(cache).feature_cache == "hit"
-    assert "SmallCNN" not in calls
+    assert encoded == []
 
 
 @pytest.mark.parametrize("change", [{"image_size": 8}, {"mean": (0.2,)}, {"encoder_normalize": False}])
@@ -82,12 +83,12 @@ def test_checkpoint_loading_checks_keys(tmp_path):
     net = make_backbone("small_cnn", (1, 4, 4))
     bad = tmp_path / "bad.pt"
     torch.save({"other.weight": torch.zeros(1)}, bad)
-    with pytest.raises(ClbenchError, match="does not fit this backbone"):
+    with pytest.raises(ClbenchError, match="does not fit this network: keys 12 missing"):
         load_checkpoint(net, str(bad))
     with pytest.raises(ClbenchError, match="not found"):
         load_checkpoint(net, str(tmp_path / "absent.pt"))
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ClbenchError, match="cannot read weights file"):
+    with pytest.raises(ClbenchError, match="is not a checkpoint"):
         load_checkpoint(net, str(tmp_path / "garbage.pt"))
 
 
