@@ -75,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="where prepared caches go when the data root is read-only (default: next to the data)")
 
     board = commands.add_parser("leaderboard", help="show results grouped over seeds (mean ± std)",
-                                description="Show leaderboard rows grouped by (scenario fingerprint, learner, config), mean ± std over seeds.")
+                                description="Show leaderboard rows grouped by (scenario, stream fingerprint, setting, learner, config): "
+                                            "mean ± std over seeds, each seed counted once, one table per setting.")
     _leaderboard_option(board)
     board.add_argument("--format", default="text", choices=("text", "markdown", "html"), help="output format (default: text)")
     board.add_argument("--plot", metavar="DIR", type=Path,
@@ -178,7 +179,7 @@ def _run(args: argparse.Namespace) -> int:
 
     options = RunOptions(device, cache_root / "checkpoints", path, cache, resume=not args.no_resume,
                          progress=not args.no_progress)
-    table, columns = [], RESULT_COLUMNS.get(scenario.stream.protocol, RESULT_COLUMNS["default"])
+    table, columns = [], leaderboard.figures(scenario.stream.protocol)
     for cls in learners:
         for seed in seeds:
             row = run_and_store(scenario, cls, configs[cls], seed, options)
@@ -188,15 +189,6 @@ def _run(args: argparse.Namespace) -> int:
     print(tabulate(table, headers=("learner", "seed", *columns, "train s", "eval s", "features"), disable_numparse=True))
     print(f"\n{len(table)} row(s) appended to {path}")
     return 0
-
-
-RESULT_COLUMNS = {  # what the results table shows, per protocol: header -> leaderboard column
-    "default": {"final acc": "final_accuracy", "avg inc acc": "average_incremental_accuracy",
-                "forgetting": "forgetting", "BWT": "backward_transfer", "FWT": "forward_transfer"},
-    "episodes": {"episode acc": "fewshot_accuracy", "± 95% CI": "fewshot_ci95"},
-    "fscil": {"last session": "final_accuracy", "average": "fscil_average", "drop": "fscil_drop",
-              "base": "base_accuracy", "novel": "novel_accuracy"},
-}
 
 
 def _features(row: dict) -> str:
@@ -226,12 +218,15 @@ def _plural(count: int, noun: str) -> str:
 
 
 def _describe(scenario: Any) -> str:
-    """The results header: scenario (with its overrides), protocol, size and stream fingerprint."""
+    """The results header: scenario (with its overrides), protocol, size, stream fingerprint and setting."""
+    from clbench.setting import setting_identity
+
     spec, stream = scenario.spec, scenario.stream
     size = _plural(len(stream.episodes), "test episode") if stream.episodes else \
         _plural(len(stream.experiences), "experience")
     changed = f" [{', '.join(f'{k}={v}' for k, v in spec.overrides.items())}]" if spec.overrides else ""
-    return f"{spec.display_name}{changed} ({stream.protocol}, {size}, fingerprint {scenario.fingerprint[:8]})"
+    return (f"{spec.display_name}{changed} ({stream.protocol}, {size}, fingerprint {scenario.fingerprint[:8]}, "
+            f"setting {setting_identity(spec)[:8]})")
 
 
 def _fmt(value: float) -> str:

@@ -1,50 +1,54 @@
-"""The leaderboard CSV: its schema, safe appends, aggregation over seeds, and rendering."""
+"""Leaderboard rows and what is read from them: the row of a run, the figures each protocol
+reports, one run per seed, aggregation over seeds and the rendered tables. The file itself (the
+column schema, locked appends, a reader that skips malformed lines) is `clbench.leaderboard_file`,
+whose public names are re-exported here."""
 
 from __future__ import annotations
 
-import csv
-import io
+import hashlib
+import html
 import json
 import math
-import os
 import uuid
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
-from filelock import FileLock
 
 from clbench import __version__, metrics
-from clbench.errors import ClbenchError
-from clbench.files import AtomicFile
+from clbench.leaderboard_file import COLUMNS, append_rows, check_writable, default_path, read  # noqa: F401
 from clbench.runner import RunResult
 from clbench.scenario import Scenario
-
-DEFAULT_PATH = Path("leaderboard") / "leaderboard.csv"
-
-COLUMNS = (
-    "run_id", "created_at", "scenario", "scenario_fingerprint", "scenario_overrides", "protocol",
-    "learner", "learner_config", "backbone", "weights", "seed", "n_experiences",
-    "final_accuracy", "average_incremental_accuracy", "forgetting", "backward_transfer", "forward_transfer",
-    "fewshot_accuracy", "fewshot_ci95", "fscil_average", "fscil_drop", "base_accuracy", "novel_accuracy",
-    "accuracy_matrix", "accuracy_curve", "untrained_accuracy", "client_accuracy",
-    "train_seconds", "eval_seconds", "feature_seconds", "feature_cache", "samples_per_second",
-    "peak_memory_mb", "state_mb", "n_parameters", "device", "torch_version", "clbench_version", "status",
-)
-"""The documented column order. Readers go by header name, so older files with fewer or
-reordered columns still read; appending to such a file first rewrites it to this order."""
+from clbench.setting import setting_identity
 
 METRICS = ("final_accuracy", "average_incremental_accuracy", "forgetting", "backward_transfer", "forward_transfer")
-JSON_COLUMNS = ("scenario_overrides", "learner_config", "accuracy_matrix", "accuracy_curve", "untrained_accuracy",
-                "client_accuracy")
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+"""The accuracy-matrix metrics of DESIGN §5 (`final_accuracy` is the mean over the last row's columns)."""
+
+_MATRIX_FIGURES = {"final acc": "final_accuracy", "avg inc acc": "average_incremental_accuracy",
+                   "forgetting": "forgetting", "BWT": "backward_transfer", "FWT": "forward_transfer"}
+_FULL_TEST_SET = {"final acc (full test set)": "final_seen_accuracy", "final acc (mean over batches)": "final_accuracy",
+                  **{k: v for k, v in _MATRIX_FIGURES.items() if k != "final acc"}}
+_FIGURES = {
+    "episodes": {"episode acc": "fewshot_accuracy", "± 95% CI": "fewshot_ci95"},
+    "fscil": {"last session": "final_seen_accuracy", "average": "fscil_average", "drop": "fscil_drop",
+              "base": "base_accuracy", "novel": "novel_accuracy"},
+    "core50-nc": _FULL_TEST_SET,
+    "core50-nic": _FULL_TEST_SET,
+}
+FIGURE_COLUMNS = tuple(dict.fromkeys(c for f in (_MATRIX_FIGURES, *_FIGURES.values()) for c in f.values()))
+"""Every column some protocol reports: the columns `aggregate` averages over seeds."""
+
+GROUP = ["scenario", "scenario_fingerprint", "setting_id", "learner", "learner_config"]
+"""Rows are aggregated only within one stream, one setting, one learner and one config."""
 
 
-def default_path() -> Path:
-    """`$CLBENCH_LEADERBOARD`, else `leaderboard/leaderboard.csv` under the current directory."""
-    return Path(os.environ.get("CLBENCH_LEADERBOARD", DEFAULT_PATH))
+def figures(protocol: str) -> dict[str, str]:
+    """The figures a protocol reports, label -> leaderboard column, its headline first: the
+    accuracy-matrix figures for class-/task-incremental, CoRe50 NI and federated; for FSCIL and
+    CoRe50 NC/NIC the literature's pooled accuracy on every test sample seen so far; for
+    few-shot episodes the mean episode accuracy and its 95% CI."""
+    return _FIGURES.get(protocol, _MATRIX_FIGURES)
 
 
 def make_row(result: RunResult, scenario: Scenario, learner_wants: str) -> dict[str, Any]:
@@ -55,6 +59,7 @@ def make_row(result: RunResult, scenario: Scenario, learner_wants: str) -> dict[
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "scenario": spec.name,
         "scenario_fingerprint": scenario.fingerprint,
+        "setting_id": setting_identity(spec),
         "scenario_overrides": json.dumps(spec.overrides, sort_keys=True),
         "protocol": scenario.stream.protocol,
         "learner": result.learner,
@@ -64,6 +69,7 @@ def make_row(result: RunResult, scenario: Scenario, learner_wants: str) -> dict[
         "seed": result.seed,
         "n_experiences": len(result.accuracy_matrix),
         **{k: round(v, 4) for k, v in metrics.summary(result.accuracy_matrix, result.untrained_accuracy).items()},
+        "final_seen_accuracy": round(result.accuracy_curve[-1], 4),
         **{k: round(v, 4) for k, v in _protocol_figures(result, scenario).items()},
         "accuracy_matrix": json.dumps([[round(a, 4) for a in row] for row in result.accuracy_matrix]),
         "accuracy_curve": json.dumps([round(a, 4) for a in result.accuracy_curve]),
@@ -87,83 +93,12 @@ def make_row(result: RunResult, scenario: Scenario, learner_wants: str) -> dict[
 def _protocol_figures(result: RunResult, scenario: Scenario) -> dict[str, float]:
     """The few-shot and FSCIL columns, filled for the protocols they belong to (NaN elsewhere)."""
     mean, ci = metrics.fewshot_summary(result.episode_accuracies or [])
-    figures = {"fewshot_accuracy": mean, "fewshot_ci95": ci}
+    few_shot = {"fewshot_accuracy": mean, "fewshot_ci95": ci}
     empty = dict.fromkeys(("fscil_average", "fscil_drop", "base_accuracy", "novel_accuracy"), math.nan)
     if scenario.stream.protocol == "fscil":
         sizes = [len(e.test_indices) for e in scenario.stream.experiences]
-        return {**figures, **metrics.fscil_summary(result.accuracy_curve, result.accuracy_matrix[-1], sizes)}
-    return {**figures, **empty}
-
-
-def _cell(value: Any) -> str:
-    """Text of one cell; strings that a spreadsheet would run as a formula are neutralised."""
-    if isinstance(value, float) and math.isnan(value):
-        return ""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return str(value)
-
-
-def _lines(rows: list[dict[str, Any]], columns: tuple[str, ...], header: bool) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    if header:
-        writer.writerow(columns)
-    for row in rows:
-        writer.writerow([_cell(row.get(c, "")) for c in columns])
-    return buffer.getvalue()
-
-
-def check_writable(path: Path) -> None:
-    """Fail early, in one line, if rows could not be appended to `path`."""
-    target = path if path.exists() else next((p for p in path.parents if p.exists()), Path("."))
-    if path.exists() and path.is_dir():
-        raise ClbenchError(f"leaderboard path {path} is a directory; give a .csv file path")
-    if not os.access(target, os.W_OK) or (not path.exists() and not target.is_dir()):
-        raise ClbenchError(f"cannot write the leaderboard at {path}: {target} is not writable")
-
-
-def append_rows(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
-    """Append rows in one write under an exclusive lock (safe with several processes)."""
-    path = Path(path)
-    check_writable(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
-        existing = _header(path)
-        if existing is not None and tuple(existing) != COLUMNS:
-            _rewrite(path, existing)
-        with open(path, "a", newline="", encoding="utf-8") as f:
-            f.write(_lines(rows, COLUMNS, header=existing is None))
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def _header(path: Path) -> list[str] | None:
-    if not path.exists() or path.stat().st_size == 0:
-        return None
-    with open(path, newline="", encoding="utf-8") as f:
-        return next(csv.reader(f), None)
-
-
-def _rewrite(path: Path, existing: list[str]) -> None:
-    """Bring an older file to the current column order (extra old columns are kept at the end)."""
-    old = pd.read_csv(path, dtype=str, keep_default_na=False)
-    columns = COLUMNS + tuple(c for c in existing if c not in COLUMNS)
-    with AtomicFile(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        f.write(_lines([], columns, header=True))
-        old.reindex(columns=list(columns), fill_value="").to_csv(f, header=False, index=False, lineterminator="\n")
-
-
-def read(path: str | os.PathLike) -> pd.DataFrame:
-    """All rows, by header name; JSON cells stay strings (see `matrix`)."""
-    path = Path(path)
-    if not path.exists():
-        raise ClbenchError(f"no leaderboard at {path} (run `clbench run` first, or pass --leaderboard PATH)")
-    try:
-        frame = pd.read_csv(path, dtype={c: str for c in JSON_COLUMNS + ("run_id", "scenario_fingerprint")})
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ClbenchError(f"cannot read the leaderboard {path}: {exc}") from None
-    return frame.reindex(columns=list(COLUMNS) + [c for c in frame.columns if c not in COLUMNS])
+        return {**few_shot, **metrics.fscil_summary(result.accuracy_curve, result.accuracy_matrix[-1], sizes)}
+    return {**few_shot, **empty}
 
 
 def recompute_metrics(row: pd.Series) -> dict[str, float]:
@@ -172,44 +107,112 @@ def recompute_metrics(row: pd.Series) -> dict[str, float]:
     return metrics.summary(json.loads(row["accuracy_matrix"]), json.loads(untrained) if isinstance(untrained, str) else None)
 
 
+
+
+def latest_runs(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The finished runs (status ok), one per (setting, learner, config, seed): the newest by
+    `created_at` (on a tie, the later line). Older rows without a `setting_id` get one derived
+    from their overrides, `legacy-<hash>`, so they are never merged with rows that have one.
+    Returns the runs, in file order, and how many duplicates were set aside."""
+    ok = frame[frame["status"].fillna("ok") == "ok"]
+    legacy = ok["scenario_overrides"].fillna("{}").map(_legacy_setting_id)
+    ok = ok.assign(setting_id=ok["setting_id"].fillna(legacy), learner_config=ok["learner_config"].fillna("{}"),
+                   _created=pd.to_datetime(ok["created_at"], utc=True, errors="coerce", format="ISO8601"))
+    newest = ok.sort_values("_created", kind="stable", na_position="first").drop_duplicates(GROUP + ["seed"], keep="last")
+    return newest.sort_index().drop(columns="_created"), len(ok) - len(newest)
+
+
+def _legacy_setting_id(overrides: str) -> str:
+    canonical = json.dumps(json.loads(overrides), sort_keys=True)
+    return "legacy-" + hashlib.sha256(canonical.encode()).hexdigest()[:8]
+
+
 def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds, grouped by (scenario fingerprint, learner, config)."""
-    keys = ["scenario", "scenario_fingerprint", "learner", "learner_config"]
-    ok = frame[frame["status"].fillna("ok") == "ok"].fillna({"learner_config": "{}"})
-    grouped = ok.groupby(keys, sort=False, dropna=False)
-    out = grouped.agg(seeds=("seed", "nunique"), **{f"{m}_mean": (m, "mean") for m in METRICS},
-                      **{f"{m}_std": (m, "std") for m in METRICS}, train_seconds=("train_seconds", "mean"))
-    return out.reset_index()
+    """Mean and std over seeds of every figure, per (scenario, stream fingerprint, setting,
+    learner, config), each seed counted once (see `latest_runs`); `attrs["duplicates"]` holds
+    how many rows were set aside as duplicates."""
+    runs, duplicates = latest_runs(frame)
+    grouped = runs.groupby(GROUP, sort=False, dropna=False)
+    out = grouped.agg(protocol=("protocol", "first"), scenario_overrides=("scenario_overrides", "first"),
+                      seeds=("seed", "nunique"), **{f"{c}_mean": (c, "mean") for c in FIGURE_COLUMNS},
+                      **{f"{c}_std": (c, "std") for c in FIGURE_COLUMNS}, train_seconds=("train_seconds", "mean"))
+    out = out.reset_index()
+    out.attrs["duplicates"] = duplicates
+    return out
 
 
 def render(summary: pd.DataFrame, fmt: str = "text") -> str:
-    """The aggregated table as aligned text, Markdown or HTML, best final accuracy first."""
+    """The aggregated runs as text, Markdown or HTML: one table per (scenario, stream, setting),
+    titled with the setting, showing its protocol's figures (mean ± std over seeds; few-shot
+    episodes: accuracy ± the runs' mean 95% CI, and the std over seeds), best headline first."""
     from tabulate import tabulate
 
-    table = pd.DataFrame({
-        "scenario": summary["scenario"],
-        "fingerprint": summary["scenario_fingerprint"].str[:8],
-        "learner": summary["learner"],
-        "config": summary["learner_config"].map(_short_config),
-        "seeds": summary["seeds"],
-        **{label: [_pm(m, s) for m, s in zip(summary[f"{col}_mean"], summary[f"{col}_std"])]
-           for label, col in (("final acc", "final_accuracy"), ("avg inc acc", "average_incremental_accuracy"),
-                              ("forgetting", "forgetting"), ("BWT", "backward_transfer"), ("FWT", "forward_transfer"))},
-        "train s": summary["train_seconds"].round(2),
-    })
-    order = summary.sort_values(["scenario", "final_accuracy_mean"], ascending=[True, False]).index
-    table = table.loc[order]
-    if fmt == "html":
-        return table.to_html(index=False)
-    return tabulate(table, headers="keys", tablefmt="github" if fmt == "markdown" else "simple", showindex=False)
+    if summary.empty:
+        return "no finished runs in the leaderboard"
+    configs = config_labels(summary)
+    sections = []
+    for (scenario, fingerprint, setting), group in summary.groupby(["scenario", "scenario_fingerprint", "setting_id"],
+                                                                     dropna=False):
+        protocol = group["protocol"].iloc[0]
+        headline = next(iter(figures(protocol).values()))
+        group = group.sort_values(f"{headline}_mean", ascending=False, na_position="last")
+        table = pd.DataFrame({"learner": group["learner"], "config": configs[group.index].replace("", "-"),
+                              "seeds": group["seeds"], **_figure_cells(protocol, group),
+                              "train s": group["train_seconds"].round(2)})
+        title = (f"{setting_label(scenario, group['scenario_overrides'].iloc[0])} · {protocol} · "
+                 f"stream {str(fingerprint)[:8]} · setting {setting}")
+        if fmt == "html":
+            sections.append(f"<h4>{html.escape(title)}</h4>\n{table.to_html(index=False)}")
+        else:
+            style = "github" if fmt == "markdown" else "simple"
+            body = tabulate(table, headers="keys", tablefmt=style, showindex=False, disable_numparse=True)
+            sections.append(f"{'#### ' if fmt == 'markdown' else ''}{title}\n\n{body}")
+    duplicates = summary.attrs.get("duplicates", 0)
+    if duplicates:
+        note = (f"{duplicates} duplicate run(s) set aside: same setting, learner, config and seed as a newer row "
+                "(each seed counts once)")
+        sections.append(f"<p>{note}</p>" if fmt == "html" else note)
+    return "\n\n".join(sections)
 
 
-def _pm(mean: float, std: float) -> str:
+def _figure_cells(protocol: str, group: pd.DataFrame) -> dict[str, list[str]]:
+    if protocol == "episodes":
+        return {"episode acc ± 95% CI": [_pm(m, ci) for m, ci in zip(group["fewshot_accuracy_mean"], group["fewshot_ci95_mean"])],
+                "std over seeds": [_pm(s, math.nan) for s in group["fewshot_accuracy_std"]]}
+    return {label: [_pm(m, s) for m, s in zip(group[f"{column}_mean"], group[f"{column}_std"])]
+            for label, column in figures(protocol).items()}
+
+
+def _pm(mean: float, spread: float) -> str:
     if pd.isna(mean):
         return "-"
-    return f"{mean:.2f}" if pd.isna(std) else f"{mean:.2f} ± {std:.2f}"
+    return f"{mean:.2f}" if pd.isna(spread) else f"{mean:.2f} ± {spread:.2f}"
 
 
-def _short_config(config: str) -> str:
-    parsed = json.loads(config) if config else {}
-    return ", ".join(f"{k}={v}" for k, v in parsed.items())
+def setting_label(scenario: str, overrides: Any, limit: int = 60) -> str:
+    """The scenario and the settings it was run with, short: `split-digits (encoder=small_cnn)`."""
+    parsed = json.loads(overrides) if isinstance(overrides, str) else {}
+    if not parsed:
+        return str(scenario)
+    return f"{scenario} ({_shorten(', '.join(f'{k}={_text(v)}' for k, v in sorted(parsed.items())), limit)})"
+
+
+def config_labels(frame: pd.DataFrame, limit: int = 40) -> pd.Series:
+    """A short label of each row's `learner_config`: the hyper-parameters whose values differ
+    among the frame's configs of the same learner ("" where a learner ran with one config)."""
+    labels = pd.Series("", index=frame.index, dtype=object)
+    for _, rows in frame.groupby("learner", sort=False):
+        parsed = {c: json.loads(c) for c in rows["learner_config"].fillna("{}").unique()}
+        keys = sorted({k for config in parsed.values() for k in config})
+        varying = [k for k in keys if len({json.dumps(c.get(k)) for c in parsed.values()}) > 1]
+        text = {c: _shorten(", ".join(f"{k}={_text(config.get(k))}" for k in varying), limit) for c, config in parsed.items()}
+        labels[rows.index] = rows["learner_config"].fillna("{}").map(text)
+    return labels
+
+
+def _text(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

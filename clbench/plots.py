@@ -1,24 +1,41 @@
-"""Pictures of the leaderboard: accuracy curves per scenario and accuracy-matrix heatmaps."""
+"""Pictures of the leaderboard, one set per (scenario, stream, setting): accuracy curves, or for
+few-shot episodes a bar chart with CI bars, and accuracy-matrix heatmaps."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from clbench.leaderboard import config_labels, latest_runs, setting_label
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def _safe(text: str, limit: int = 40) -> str:
+    """A file-name part made from data: letters, digits, `_` and `-` only (no dot, no slash)."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_")[:limit] or "x"
+
+
+def _short_hash(*parts: object) -> str:
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:8]
 
 
 def plot_leaderboard(frame: pd.DataFrame, folder: str | Path) -> list[Path]:
-    """Write, per scenario fingerprint, `<scenario>-<fp>-curves.png` (accuracy on all seen test data
-    after each experience, mean over seeds per learner and config, shaded ± std) and one
-    `<scenario>-<fp>-<learner>-matrix.png` heatmap per learner (mean accuracy matrix over its runs).
-    Returns the written paths."""
+    """Write the plots of every (scenario, stream fingerprint, setting) of `frame` into `folder`,
+    each seed of a (setting, learner, config) counted once (`leaderboard.latest_runs`):
+    `<scenario>-<id>-curves.png` (accuracy on all test data seen so far after each experience,
+    mean ± std over seeds per learner and config), or `<scenario>-<id>-episodes.png` for few-shot
+    episodes (mean episode accuracy per learner with the runs' 95% CI as error bars), and one
+    `<scenario>-<id>-<learner>[-<config id>]-matrix.png` heatmap (mean accuracy matrix) per learner
+    and config where there are at least two experiences. `<id>` is a short hash of the stream
+    fingerprint and the setting. Returns the written paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,43 +43,96 @@ def plot_leaderboard(frame: pd.DataFrame, folder: str | Path) -> list[Path]:
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    runs, _ = latest_runs(frame)
+    runs = runs.assign(config_label=config_labels(runs))
     written = []
-    ok = frame[frame["status"].fillna("ok") == "ok"]
-    for (scenario, fingerprint), runs in ok.groupby(["scenario", "scenario_fingerprint"], sort=False):
-        stem = f"{_safe(scenario)}-{fingerprint[:8]}"
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for (learner, config), group in runs.groupby(["learner", "learner_config"], sort=False):
-            curves = [json.loads(c) for c in group["accuracy_curve"]]
-            if len({len(c) for c in curves}) != 1 or len(curves[0]) < 1:
-                continue
-            curves = np.asarray(curves)
-            steps = np.arange(1, curves.shape[1] + 1)
-            several = runs.loc[runs["learner"] == learner, "learner_config"].nunique() > 1
-            label = f"{learner} {config}" if several else learner
-            ax.plot(steps, curves.mean(0), marker="o", label=f"{label} (n={len(curves)})")
-            ax.fill_between(steps, curves.mean(0) - curves.std(0), curves.mean(0) + curves.std(0), alpha=0.2)
-        ax.set(xlabel="experiences trained", ylabel="accuracy on all seen test data (%)", title=scenario, ylim=(0, 100))
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        written.append(folder / f"{stem}-curves.png")
-        fig.savefig(written[-1], dpi=120)
+
+    def save(fig: Figure, name: str) -> None:
+        written.append(folder / f"{name}.png")
+        fig.savefig(written[-1], dpi=120, bbox_inches="tight")
         plt.close(fig)
-        for learner, group in runs.groupby("learner", sort=False):
-            matrices = [json.loads(m) for m in group["accuracy_matrix"]]
-            if len({np.shape(m) for m in matrices}) != 1:
+
+    for (scenario, fingerprint, setting), group in runs.groupby(["scenario", "scenario_fingerprint", "setting_id"],
+                                                                 sort=False, dropna=False):
+        stem = f"{_safe(str(scenario))}-{_short_hash(fingerprint, setting)}"
+        title = f"{setting_label(scenario, group['scenario_overrides'].iloc[0])}\n{group['protocol'].iloc[0]}, setting {setting}"
+        by_config = list(group.groupby(["learner", "learner_config"], sort=False))
+        if group["protocol"].iloc[0] == "episodes":
+            save(_episode_bars(by_config, title), f"{stem}-episodes")
+        else:
+            save(_curves(by_config, title), f"{stem}-curves")
+        several = group.groupby("learner")["learner_config"].nunique()
+        for (learner, config), rows in by_config:
+            matrices = [json.loads(m) for m in rows["accuracy_matrix"].dropna()]
+            if not matrices or len({np.shape(m) for m in matrices}) != 1 or np.ndim(matrices[0]) != 2 or len(matrices[0]) < 2:
                 continue
-            mean = np.nanmean(np.asarray(matrices, dtype=float), axis=0)
-            fig, ax = plt.subplots(figsize=(4.5, 4))
-            image = ax.imshow(mean, vmin=0, vmax=100, cmap="viridis")
-            ax.set(xlabel="evaluated experience j", ylabel="trained through experience i",
-                   title=f"{scenario}: {learner} A[i][j]")
-            if len(mean) <= 10:
-                for (i, j), value in np.ndenumerate(mean):
-                    ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7, color="w" if value < 60 else "k")
-            fig.colorbar(image, ax=ax, label="accuracy (%)")
-            fig.tight_layout()
-            written.append(folder / f"{stem}-{_safe(learner)}-matrix.png")
-            fig.savefig(written[-1], dpi=120)
-            plt.close(fig)
+            suffix = f"-{_short_hash(config)}" if several[learner] > 1 else ""
+            save(_heatmap(np.asarray(matrices, dtype=float), f"{title}\n{_name(rows)}"),
+                 f"{stem}-{_safe(str(learner))}{suffix}-matrix")
     return written
+
+
+def _ticks(count: int, first: int = 0) -> np.ndarray:
+    """Whole-number ticks for `count` experiences: every one up to 20, else about ten."""
+    return np.arange(first, first + count, 1 if count <= 20 else -(-count // 10))
+
+
+def _name(rows: pd.DataFrame) -> str:
+    """`learner config-label (n=seeds)` of one (learner, config) group."""
+    label = rows["config_label"].iloc[0]
+    return f"{rows['learner'].iloc[0]}{' ' + label if label else ''} (n={len(rows)})"
+
+
+def _curves(by_config: list, title: str) -> Figure:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for _, rows in by_config:
+        curves = [json.loads(c) for c in rows["accuracy_curve"].dropna()]
+        if not curves or len({len(c) for c in curves}) != 1 or not curves[0]:
+            continue
+        curves = np.asarray(curves, dtype=float)
+        steps = np.arange(1, curves.shape[1] + 1)
+        mean, std = curves.mean(0), curves.std(0)
+        ax.plot(steps, mean, marker="o", label=_name(rows))
+        ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+    ax.set(xlabel="experiences trained", ylabel="accuracy on all seen test data (%)", title=title, ylim=(0, 100))
+    if ax.lines:
+        ax.set_xticks(_ticks(len(ax.lines[0].get_xdata()), first=1))
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, fontsize=8, frameon=False)
+    return fig
+
+
+def _episode_bars(by_config: list, title: str) -> Figure:
+    import matplotlib.pyplot as plt
+
+    names = [_name(rows) for _, rows in by_config]
+    means = [rows["fewshot_accuracy"].mean() for _, rows in by_config]
+    cis = [rows["fewshot_ci95"].mean() for _, rows in by_config]
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(names) + 2), 4))
+    positions = np.arange(len(names))
+    ax.bar(positions, means, yerr=cis, capsize=6, color="tab:blue", alpha=0.8)
+    for x, mean, ci in zip(positions, means, cis):
+        ax.annotate(f"{mean:.2f} ± {ci:.2f}", (x, mean), xytext=(0, 14), textcoords="offset points", ha="center", fontsize=8)
+    ax.set_xticks(positions, names, rotation=20, ha="right", fontsize=8)
+    ax.set(ylabel="mean episode accuracy (%), bars: 95% CI", title=title, ylim=(0, 105))
+    return fig
+
+
+def _heatmap(matrices: np.ndarray, title: str) -> Figure:
+    import matplotlib.pyplot as plt
+
+    mean = np.nanmean(matrices, axis=0)
+    size = len(mean)
+    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    image = ax.imshow(mean, vmin=0, vmax=100, cmap="viridis")
+    ax.set_xticks(_ticks(size))
+    ax.set_yticks(_ticks(size))
+    ax.set(xlabel="evaluated experience j", ylabel="trained through experience i", title=title)
+    if size <= 10:
+        for (i, j), value in np.ndenumerate(mean):
+            ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7, color="w" if value < 60 else "k")
+    fig.colorbar(image, ax=ax, label="accuracy (%)")
+    ax.title.set_fontsize(8)
+    return fig

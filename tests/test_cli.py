@@ -166,3 +166,18 @@ def test_an_interrupted_run_resumes_with_the_same_command(tmp_path, monkeypatch,
     resumed, fresh = leaderboard.read(leaderboard_path)["accuracy_matrix"]
     assert json.loads(resumed) == json.loads(fresh)
     sys.modules.pop("my_learner", None)
+
+
+def test_version_and_a_prepare_of_missing_data_fails(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.startswith("clbench 0.")
+    assert main(["data", "--data-root", str(tmp_path), "--prepare", "cifar100"]) == 1
+    assert "missing" in capsys.readouterr().out
+
+
+def test_a_closed_pipe_ends_the_listing_quietly(tmp_path):
+    script = "from clbench.cli import entry; entry()"
+    reader = subprocess.run(f"{sys.executable} -c '{script}' list | head -1", shell=True, capture_output=True,
+                            text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert reader.stdout.startswith("Learners") and "Traceback" not in reader.stderr and "Error" not in reader.stderr

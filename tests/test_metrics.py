@@ -73,3 +73,26 @@ def test_fewshot_summary():
     mean, ci = metrics.fewshot_summary(acc)
     std = math.sqrt(sum((a - 75.0) ** 2 for a in acc) / 4)
     assert mean == 75.0 and ci == pytest.approx(1.96 * std / 2)
+
+
+def test_forgetting_window_stops_before_the_last_row():
+    """Accuracy that rises in the last row is negative forgetting: the window is rows j..T-2 only."""
+    rises = [[50.0, 0.0, 0.0], [40.0, 60.0, 0.0], [80.0, 70.0, 90.0]]
+    # j=0: max(50, 40) - 80 = -30 ; j=1: max(60) - 70 = -10   (a window through row T-1 would give 0 and 0)
+    assert metrics.forgetting(rises) == pytest.approx(-20.0)
+
+
+def test_fscil_summary_by_hand():
+    curve = [80.0, 70.0, 60.0]  # pooled accuracy on all seen classes after each session
+    last_row = [90.0, 20.0, 50.0]  # base session's classes, then the two novel sessions'
+    sizes = [100, 10, 30]  # test samples per session
+    s = metrics.fscil_summary(curve, last_row, sizes)
+    assert s["fscil_average"] == pytest.approx(70.0)
+    assert s["fscil_drop"] == pytest.approx(20.0)  # first minus last: a drop is positive
+    assert s["base_accuracy"] == 90.0
+    assert s["novel_accuracy"] == pytest.approx((20 * 10 + 50 * 30) / 40)  # 42.5 pooled, not the plain mean 35
+
+
+def test_fscil_summary_without_novel_sessions():
+    s = metrics.fscil_summary([75.0], [75.0], [40])
+    assert s["fscil_drop"] == 0.0 and s["base_accuracy"] == 75.0 and math.isnan(s["novel_accuracy"])
