@@ -253,6 +253,12 @@ class Learner:
     def end_experience(self, info: ExperienceInfo) -> None:
         """Called after the last batch of an experience."""
 
+    def initialise(self, x: torch.Tensor) -> None:
+        """Optional: called once before the first experience (never again on resume: the state
+        restored holds its effect) with the unlabelled inputs of the scenario's `init_set`, all at
+        once, in the form `learn` gets (features N x D, or normalised unaugmented images). Only a
+        learner that overrides it is given an initialisation set (see `initialises`)."""
+
     def predict(self, x: torch.Tensor, task: int | None) -> torch.Tensor:
         """Scores over all classes of the scenario, N x num_classes (higher is better)."""
         raise NotImplementedError
@@ -288,6 +294,11 @@ class Learner:
     def hyperparameters(cls) -> dict[str, Hyperparameter]:
         """The declared hyper-parameters, in declaration order."""
         return dict(_declared(cls))
+
+    @classmethod
+    def initialises(cls) -> bool:
+        """Whether the class implements `initialise` (the runner then builds its initialisation set)."""
+        return cls.initialise is not Learner.initialise
 
     @classmethod
     def summary(cls) -> str:
@@ -366,25 +377,28 @@ def available_learners() -> dict[str, str]:
     return {ep.name: ep.value for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)}
 
 
-def get_learner(spec: str) -> type[Learner]:
-    """A learner class by registered name or by `package.module:ClassName`."""
-    import importlib
+PREFIXES: dict[str, str] = {"avalanche": "clbench.interop.avalanche:strategy_learner"}
+"""Learner-name prefixes -> the "module:function" that turns the rest of the name into a learner class:
+`avalanche:Naive` is Avalanche's `Naive` strategy as a learner. The module is imported only when its
+prefix is used (optional dependencies stay optional)."""
 
+
+def get_learner(spec: str) -> type[Learner]:
+    """A learner class by registered name, by a prefixed name (`PREFIXES`: `avalanche:Naive`), or by
+    `package.module:ClassName`."""
     known = available_learners()
-    target = known.get(spec, spec if ":" in spec else None)
-    if target is None:
-        raise ClbenchError(f"unknown learner '{spec}' (known: {', '.join(known)}; or give package.module:ClassName)")
-    module_name, _, attr = target.partition(":")
-    if spec not in known and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # like `python -m`: a module in the working directory is found
-    try:
-        module = importlib.import_module(module_name)
-    except (Exception, SystemExit) as exc:  # a plugin's import may fail in any way: a syntax error, its own raise
-        raise ClbenchError(f"cannot load learner '{spec}': importing module '{module_name}' failed with "
-                           f"{one_line(exc)}") from None
-    obj = getattr(module, attr, None)
-    if obj is None:
-        raise ClbenchError(f"cannot load learner '{spec}': module '{module_name}' has no attribute '{attr}'")
+    prefix, _, rest = spec.partition(":")
+    if spec not in known and prefix in PREFIXES:
+        obj = _load(spec, PREFIXES[prefix])(rest)
+        target = spec
+    else:
+        target = known.get(spec, spec if ":" in spec else None)
+        if target is None:
+            raise ClbenchError(f"unknown learner '{spec}' (known: {', '.join(known)}; "
+                               f"{', '.join(f'{p}:NAME' for p in PREFIXES)}; or give package.module:ClassName)")
+        if spec not in known and os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())  # like `python -m`: a module in the working directory is found
+        obj = _load(spec, target)
     if not (isinstance(obj, type) and issubclass(obj, Learner)):
         raise ClbenchError(f"'{target}' is not a subclass of clbench.Learner")
     if not obj.name:
@@ -392,4 +406,22 @@ def get_learner(spec: str) -> type[Learner]:
     if obj.wants not in ("images", "features"):
         raise ClbenchError(f"learner '{obj.name}': wants must be 'images' or 'features', not {obj.wants!r}")
     obj.hyperparameters()  # a declaration the registry cannot use fails here, in one line
+    return obj
+
+
+def _load(spec: str, target: str) -> Any:
+    """The object `target` ("module:attribute") names, or a one-line error about learner `spec`."""
+    import importlib
+
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ClbenchError:
+        raise
+    except (Exception, SystemExit) as exc:  # a plugin's import may fail in any way: a syntax error, its own raise
+        raise ClbenchError(f"cannot load learner '{spec}': importing module '{module_name}' failed with "
+                           f"{one_line(exc)}") from None
+    obj = getattr(module, attr, None)
+    if obj is None:
+        raise ClbenchError(f"cannot load learner '{spec}': module '{module_name}' has no attribute '{attr}'")
     return obj

@@ -1,0 +1,35 @@
+"""Avalanche (avalanche-lib 0.6) and clbench, both ways.
+
+- Avalanche -> clbench: `strategy_learner("Naive")` (what `--learner avalanche:Naive` resolves to) is an
+  Avalanche strategy as a clbench learner; `scenario_from_benchmark(benchmark)` is an Avalanche
+  new-classes benchmark as a clbench scenario.
+- clbench -> Avalanche: `LearnerStrategy(learner)` trains and evaluates any clbench learner in Avalanche's
+  loop, with Avalanche's plugins and evaluation; `avalanche_context(benchmark)` builds its context.
+- `avalanche_forgetting(A)`: forgetting as Avalanche defines it (first minus last), beside clbench's.
+
+avalanche-lib is imported here and nowhere else in clbench; without it, importing this module is one
+line naming the extra to install.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from clbench.errors import ClbenchError
+from clbench.guard import one_line
+
+try:
+    with warnings.catch_warnings():  # avalanche warns on import about optional solvers it may never use
+        warnings.simplefilter("ignore")
+        import avalanche.training  # noqa: F401
+except ImportError as exc:
+    raise ClbenchError(f"the Avalanche bridge needs avalanche-lib, which cannot be imported ({one_line(exc)}); "
+                       "install it with: pip install 'clbench[avalanche]'") from None
+
+from clbench.interop.avalanche.learner import AvalancheLearner, strategy_learner, supported_strategies  # noqa: E402
+from clbench.interop.avalanche.metrics import avalanche_forgetting  # noqa: E402
+from clbench.interop.avalanche.scenario import scenario_from_benchmark  # noqa: E402
+from clbench.interop.avalanche.strategy import LearnerStrategy, avalanche_context  # noqa: E402
+
+__all__ = ["AvalancheLearner", "LearnerStrategy", "avalanche_context", "avalanche_forgetting",
+           "scenario_from_benchmark", "strategy_learner", "supported_strategies"]
