@@ -1,9 +1,10 @@
 """How much faster is loading prepared mini-ImageNet (memory-mapped .npy) than decoding its JPEGs?
 
-Both are measured side by side in one run, on the same files, with the same thread pool for decoding.
-The caches go to a temporary folder, so the data root may be read-only. Target: >= 20x.
+Both are measured side by side in one run, on the same files, with the same thread pool for decoding,
+each repeated (`--repeats`, interleaved), its median reported with its spread and the load average
+around it. The caches go to a temporary folder, so the data root may be read-only. Target: >= 20x.
 
-    python benchmarks/prepared_loading.py [--data-root ../shared/data] [--repeats 3]
+    python benchmarks/prepared_loading.py [--data-root ../shared/data] [--repeats N]
 """
 
 from __future__ import annotations
@@ -12,26 +13,19 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import Measurement, apply_run_options, interleaved, load_note, machine, marked, run_options  # noqa: E402
 
 from clbench.datasets import miniimagenet  # noqa: E402
 from clbench.datasets.cache import decode_images_into  # noqa: E402
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def best(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def decode_all(root: Path) -> int:
@@ -60,29 +54,33 @@ def read_prepared(root: Path, cache_dir: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=DEFAULT_ROOT, help="folder holding mini-imagenet/")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats; the best is kept")
+    run_options(parser, threads=False)  # decoding uses a pool of every core, not torch's threads
     args = parser.parse_args()
+    repeats = apply_run_options(args)
     if miniimagenet.layout(args.data_root) != "csv":
         sys.exit(f"no mini-imagenet/images + CSVs under {args.data_root}: pass --data-root")
 
+    cpu = torch.device("cpu")
+    prepare = Measurement("prepare once (decode + write .npy)")
+    decode = Measurement("decode JPEGs (unprepared load)")
+    opened = Measurement("prepared load (memory-map)")
+    read = Measurement("prepared load + read every pixel to RAM")
     with tempfile.TemporaryDirectory(prefix="clbench-bench-") as tmp:
         cache_dir = Path(tmp)
-        start = time.perf_counter()
-        data = miniimagenet.load(args.data_root, cache_dir=cache_dir)
-        prepare_s = time.perf_counter() - start
+        data = prepare.take(lambda: miniimagenet.load(args.data_root, cache_dir=cache_dir), cpu)
         n = sum(len(p) for p in data.partitions.values())
         size_mb = sum(f.stat().st_size for f in cache_dir.glob("*.npy")) / 2**20
+        interleaved([(decode, lambda: decode_all(args.data_root)),
+                     (opened, lambda: open_prepared(args.data_root, cache_dir)),
+                     (read, lambda: read_prepared(args.data_root, cache_dir))], repeats, cpu)
 
-        decode_s = best(lambda: decode_all(args.data_root), args.repeats)
-        open_s = best(lambda: open_prepared(args.data_root, cache_dir), max(args.repeats, 5))
-        read_s = best(lambda: read_prepared(args.data_root, cache_dir), args.repeats)
-
-    print(f"mini-ImageNet at {args.data_root}: {n} images, prepared cache {size_mb:.0f} MiB, {os.cpu_count()} CPUs")
-    print(f"  prepare once (decode + write .npy):       {prepare_s:8.3f} s")
-    print(f"  decode JPEGs (unprepared load):           {decode_s:8.3f} s")
-    print(f"  prepared load (memory-map):               {open_s:8.3f} s   {decode_s / open_s:7.1f}x faster")
-    print(f"  prepared load + read every pixel to RAM:  {read_s:8.3f} s   {decode_s / read_s:7.1f}x faster")
-    print("  (best of repeats; prepared reads come from the page cache, as on any second run)")
+    print(f"\nmini-ImageNet at {args.data_root}: {n} images, prepared cache {size_mb:.0f} MiB; {machine()}")
+    print("  seconds, median [spread]; prepare once is a single measurement")
+    for m in (prepare, decode, opened, read):
+        faster = f"   {marked(f'{decode.median / m.median:.1f}x faster', decode, m)}" if m in (opened, read) else ""
+        print(f"  {m.label + ':':<42} {m.cell(digits=3)}{faster}")
+    print("  (prepared reads come from the page cache, as on any second run)")
+    print(load_note(repeats))
 
 
 if __name__ == "__main__":

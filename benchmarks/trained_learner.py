@@ -25,14 +25,16 @@ because Avalanche's offline `Replay` fills its buffer only at the end of an expe
 Throughput counts processed samples (stream + replayed): identical work for the three systems except
 Avalanche's offline Replay, which replays nothing during the first experience. Targets: clbench >= 0.95x
 bare everywhere; clbench vs Avalanche: >= 2x online on a GPU (on a CPU compute dominates: close).
+No frozen encoder here, so no inference copy: the three do the same arithmetic. Every measurement is
+repeated (`--repeats`, interleaved), its median reported with its spread and the load average around it.
 
     python benchmarks/trained_learner.py [--quick] [--device auto|cpu|cuda] [--per-exp ONLINE OFFLINE]
+                                         [--repeats N] [--threads N]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import dataclasses
 import sys
 from pathlib import Path
@@ -45,8 +47,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (CIFAR_MEAN, CIFAR_STD, ArrayImages, machine, quiet_avalanche, synthetic_cifar100,  # noqa: E402
-                     table, timed, verdict)
+from _common import (CIFAR_MEAN, CIFAR_STD, ArrayImages, Measurement, apply_run_options, interleaved,  # noqa: E402
+                     load_note, machine, marked, quiet_avalanche, run_options, synthetic_cifar100, table, timed,
+                     verdict)
 
 from clbench.device import resolve_device  # noqa: E402
 from clbench.learners.finetune import Finetune  # noqa: E402
@@ -97,8 +100,8 @@ def crop_flip(x: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Tens
 
 
 def bare(images: torch.Tensor, labels: torch.Tensor, experiences: list[np.ndarray], batch: int, replay: bool,
-         device: torch.device) -> tuple[float, int, int]:
-    """(seconds, stream samples, processed samples) of the bare loop."""
+         device: torch.device) -> tuple[float, tuple[int, int]]:
+    """(seconds, (stream samples, processed samples)) of the bare loop (building the model not timed)."""
     model = make_model(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
     gen = torch.Generator().manual_seed(1)
@@ -137,11 +140,12 @@ def bare(images: torch.Tensor, labels: torch.Tensor, experiences: list[np.ndarra
                 seen += len(b)
 
     seconds, _ = timed(loop, device)
-    return seconds, seen, processed
+    return seconds, (seen, processed)
 
 
 # ---- clbench -------------------------------------------------------------------------------------------
-def clbench(scenario: Scenario, replay: bool, device: torch.device) -> tuple[float, int, int]:
+def clbench(scenario: Scenario, replay: bool, device: torch.device) -> tuple[float, tuple[int, int]]:
+    """(seconds of the training loop, (stream samples, processed samples)) of one clbench run."""
     learner, config = (Replay, {"buffer_size": MEMORY}) if replay else (Finetune, {})
     result = run(scenario, learner, {"lr": LR, "momentum": MOMENTUM, **config}, seed=0, device=device, progress=False)
     # processed samples: the stream batch, plus min(batch, buffered) replayed ones once the buffer holds any
@@ -152,12 +156,13 @@ def clbench(scenario: Scenario, replay: bool, device: torch.device) -> tuple[flo
             processed += n + (min(n, seen, MEMORY) if replay else 0)
             seen += n
     assert seen == result.samples_seen
-    return result.train_seconds, seen, processed
+    return result.train_seconds, (seen, processed)
 
 
 # ---- Avalanche -----------------------------------------------------------------------------------------
 def avalanche(dataset: Any, train_sets: list[np.ndarray], test_sets: list[np.ndarray], batch: int, replay: bool,
-              device: torch.device) -> tuple[float, int, int]:
+              device: torch.device) -> tuple[float, tuple[int, int]]:
+    """(seconds of the `train` calls, (stream samples, processed samples)) of one Avalanche run."""
     from avalanche.benchmarks import nc_benchmark, split_online_stream
     from avalanche.evaluation.metrics import accuracy_metrics, loss_metrics
     from avalanche.training import Naive
@@ -211,7 +216,7 @@ def avalanche(dataset: Any, train_sets: list[np.ndarray], test_sets: list[np.nda
             strategy.train(experience)
 
     seconds, _ = timed(train, device)
-    return seconds, sum(len(s) for s in train_sets), count.processed
+    return seconds, (sum(len(s) for s in train_sets), count.processed)
 
 
 def warm_up(images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> None:
@@ -227,14 +232,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller subsets (100 / 256 samples per experience)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--per-exp", type=int, nargs=2, metavar=("ONLINE", "OFFLINE"),
                         help="training samples per experience (default 500 1280; --quick 100 256)")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the fastest counts (default 3)")
+    run_options(parser)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    repeats = apply_run_options(args)
     device = resolve_device(args.device)
     quiet_avalanche()
     per_online, per_offline = args.per_exp or ((100, 256) if args.quick else (500, 1280))
@@ -258,32 +260,26 @@ def main() -> None:
                 "clbench": lambda: clbench(scenario, replay, device),
                 "avalanche": lambda: avalanche(dataset, train_sets, test_sets, batch, replay, device),
             }
-            runs: dict[str, list[tuple[float, int, int]]] = {k: [] for k in systems}
-            for r in range(args.repeats):  # interleaved, the order rotated; the fastest repeat counts
-                order = list(systems)[r % 3:] + list(systems)[: r % 3]
-                for k in order:
-                    runs[k].append(systems[k]())
-                    print(f"  {name} {k}: {runs[k][-1][0]:.2f} s", flush=True)
-            measured = {k: min(v) for k, v in runs.items()}
-            rate = {k: processed / seconds for k, (seconds, _, processed) in measured.items()}
-            stream = {k: seen / seconds for k, (seconds, seen, _) in measured.items()}
-            for k, (seconds, seen, processed) in measured.items():
-                print(f"{name} {k}: {seconds:.1f} s, {seen} stream samples, {processed} processed", flush=True)
+            measured = {k: Measurement(f"{name} {k}") for k in systems}
+            interleaved([(measured[k], fn) for k, fn in systems.items()], repeats, None)
+            counts = {k: m.median_result for k, m in measured.items()}  # (stream, processed) samples
+            rate = {k: counts[k][1] / m.median for k, m in measured.items()}
             vs_bare, vs_peer = rate["clbench"] / rate["bare"], rate["clbench"] / rate["avalanche"]
-            rows.append([name] + [f"{stream[k]:.1f} / {rate[k]:.1f}" for k in ("bare", "clbench", "avalanche")]
-                        + [f"{vs_bare:.2f}x", verdict(vs_bare >= 0.95), f"{vs_peer:.2f}x"])
+            rows.append([name] + [marked(f"{counts[k][0] / m.median:.1f} / {rate[k]:.1f} [{100 * m.spread:.0f}%]", m)
+                                  for k, m in measured.items()]
+                        + [marked(f"{vs_bare:.2f}x", measured["clbench"], measured["bare"]), verdict(vs_bare >= 0.95),
+                           marked(f"{vs_peer:.2f}x", measured["clbench"], measured["avalanche"])])
             ratios.append((name, vs_bare, vs_peer))
 
-    print("\n## Throughput, samples/s (stream / processed = stream + replayed)\n")
+    print("\n## Throughput, samples/s: stream / processed (= stream + replayed) [spread]\n")
     print(table(["learner", "bare", "clbench", "Avalanche", "clbench / bare", ">= 0.95x", "clbench / Avalanche"], rows))
     gpu = device.type == "cuda"
     online_peer = min(r[2] for r in ratios if "online" in r[0])
     print(f"\nclbench / Avalanche online: {online_peer:.2f}x at worst"
           + (f" (target on a GPU >= 2x: {verdict(online_peer >= 2)})" if gpu else
              " (the >= 2x target is for a GPU; on a CPU compute dominates and they should be close)"))
-    print("Ratios are of processed samples/s (the same as of stream samples/s where the work is the same); "
-          f"the fastest of {args.repeats} interleaved repeats.")
-    print(f"# load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (at the start: {load_start})")
+    print("Ratios are of processed samples/s (the same as of stream samples/s where the work is the same).")
+    print(load_note(repeats))
 
 
 if __name__ == "__main__":
