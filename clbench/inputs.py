@@ -21,6 +21,11 @@ def _on_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
         return torch.as_tensor(np.asarray(array)).to(device)
 
 
+def _resized(shape: tuple[int, ...], size: int) -> tuple[int, ...]:
+    """C x H x W images as a transform to `size` (0: none) hands them on."""
+    return (shape[0], size, size) if size else tuple(shape)
+
+
 class Inputs:
     """The scenario's data, placed once: uint8 images on the device (normalised and augmented per
     batch there), or the frozen encoder's features (from the feature cache)."""
@@ -36,14 +41,14 @@ class Inputs:
             raise ClbenchError(f"scenario '{spec.name}': mean/std need 1 or {channels} values")
         self.normalise = ImageTransform(spec.image_size, spec.mean, spec.std)
         native = tuple(parts["train"].images.shape[1:])
-        self.image_shape = (channels, spec.image_size, spec.image_size) if spec.image_size else native
-        self.features = wants == "features"
+        self.image_shape = _resized(native, spec.image_size)
+        self.features, self.cache = wants == "features", cache or FeatureCache(None)
         if self.features:
-            encoder = FrozenEncoder(spec.encoder, spec.weights, native, spec.image_size, spec.mean, spec.std,
-                                    spec.encoder_normalize, device)
+            encoder = self.encoder = FrozenEncoder(spec.encoder, spec.weights, native, spec.image_size, spec.mean,
+                                                   spec.std, spec.encoder_normalize, device)
             images = {k: _on_device(p.images, torch.device("cpu")) for k, p in parts.items()}
-            self.x, self.report = (cache or FeatureCache(None)).features(
-                encoder, scenario.dataset.name, parts, images, spec.eval_batch_size)
+            self.x, self.report = self.cache.features(encoder, scenario.dataset.name, parts, images,
+                                                      spec.eval_batch_size)
             self.input_shape: tuple[int, ...] = (encoder.out_dim,)
             self.weights_id = encoder.weights_id
         else:
@@ -51,6 +56,28 @@ class Inputs:
             self.input_shape = self.image_shape
             self.report = FeatureReport()
             self.weights_id = weights_id(spec.backbone, spec.weights)
+
+    def initialisation(self, scenario: Scenario) -> torch.Tensor:
+        """The unlabelled inputs of the scenario's `init_set`, as the learner takes them (unaugmented): the
+        first experience's training inputs, or the other dataset's train partition through the same
+        encoder (its features cached like the scenario's) or image transform."""
+        device = self.y_train.device
+        if scenario.init_data is None:
+            return self.batch("train", torch.as_tensor(scenario.stream.experiences[0].train_indices, device=device))
+        part, name = scenario.init_data, self.spec.init_set
+        size = (self.encoder.transform if self.features else self.normalise).size
+        ours, theirs = (_resized(p.images.shape[1:], size) for p in (scenario.dataset.partition("train"), part))
+        if ours != theirs:
+            raise ClbenchError(f"init_set '{name}' gives {theirs} images, the scenario's dataset {ours}; give an init "
+                               f"set with as many channels, and image_size to resize both alike")
+        if self.features:
+            x, report = self.cache.features(self.encoder, name, {"init": part},
+                                            {"init": _on_device(part.images, torch.device("cpu"))},
+                                            self.spec.eval_batch_size)
+            status = "miss" if "miss" in (report.status, self.report.status) else self.report.status
+            self.report = FeatureReport(status, self.report.seconds + report.seconds)
+            return x["init"]
+        return self.normalise(_on_device(part.images, device))
 
     def augments(self, experience: int) -> bool:
         """Whether the training batches of experience `experience` are augmented: the spec's `augment`,

@@ -52,6 +52,8 @@ class RunResult:
     state_mb: float
     n_parameters: int
     device: str
+    init_set: str = ""
+    """What the learner's `initialise` was given (the spec's `init_set`); "" for a learner without one."""
 
 
 def seed_everything(seed: int) -> None:
@@ -85,8 +87,10 @@ def run(
     """Train `learner_cls(**config)` through the scenario's stream, evaluating after each experience.
 
     Feature-level learners read the frozen encoder's features from `feature_cache` (computed and
-    stored on a miss; None computes them in memory). Few-shot scenarios then evaluate their test
-    episodes; federated ones train a client learner per client and merge them into the server.
+    stored on a miss; None computes them in memory). A learner with an `initialise` hook is first given
+    the scenario's `init_set` (unlabelled; a resumed run restores its effect from the checkpoint
+    instead). Few-shot scenarios then evaluate their test episodes; federated ones train a client
+    learner per client and merge them into the server.
 
     With a `checkpoint` (see `clbench.checkpoint.run_key` for the key that names it), the run holds
     its lock (`Checkpoint.claim`: an identical run in progress is an error), saves its progress after
@@ -97,6 +101,9 @@ def run(
     `progress`: a bar over the experiences on a terminal; elsewhere (a log file) one line per finished
     experience on stderr. A learner whose scores are not finite stops the run (`LearnerFailed`).
     """
+    if learner_cls.needs_task_ids and not scenario.spec.task_boundaries:
+        raise ClbenchError(f"learner '{learner_cls.name}' needs task ids at training; scenario "
+                           f"'{scenario.spec.name}' is task-free (task_boundaries = false)")
     if scenario.spec.online and not learner_cls.online:
         raise ClbenchError(f"learner '{learner_cls.name}' is not online-capable (online = False); "
                            f"scenario '{scenario.spec.name}' is online")
@@ -136,7 +143,9 @@ def _run(scenario: Scenario, learner_cls: type[Learner], config: dict[str, Any],
         untrained, rows, clients = _resume(saved, checkpoint, learner, evaluator, trainer, inputs)
         print(f"resuming {learner_cls.name} seed {seed} from its checkpoint {checkpoint.path} "
               f"({len(rows)} of {len(stream.experiences)} experiences done)", file=sys.stderr)
-    else:
+    else:  # a resumed learner's state already holds its initialisation
+        if learner_cls.initialises():
+            trainer.initialise(learner, inputs.initialisation(scenario))
         untrained, rows, clients = evaluator.accuracies(-1) if stream.reports_forward_transfer else None, [], []
     bar = context.progress_bar(stream.experiences[len(rows):], f"{learner_cls.name} seed {seed}", unit="exp",
                                total=len(stream.experiences), initial=len(rows))
@@ -182,6 +191,7 @@ def _run(scenario: Scenario, learner_cls: type[Learner], config: dict[str, Any],
         state_mb=state_megabytes(guard(learner, "state_dict", len(stream.experiences) - 1, learner.state_dict)),
         n_parameters=learner.n_parameters(),
         device=_device_name(device),
+        init_set=spec.init_set if learner_cls.initialises() else "",
     )
 
 
@@ -218,10 +228,18 @@ class _Trainer:
         self.generator.set_state(state["generator"])
         self.seconds, self.samples_seen = state["seconds"], state["samples_seen"]
 
+    def initialise(self, learner: Learner, x: torch.Tensor) -> None:
+        """Give `learner` its initialisation set, before the first experience (timed as training)."""
+        start = time.perf_counter()
+        guard(learner, "initialise", 0, learner.initialise, x)
+        synchronize(self.device)
+        self.seconds += time.perf_counter() - start
+
     def train(self, learner: Learner, exp: Experience, indices: np.ndarray, n_experiences: int) -> None:
         """Feed `learner` the training rows `indices` as experience `exp`."""
         train_index = torch.as_tensor(indices, device=self.device)
         task = exp.task if exp.task is not None else (exp.index if learner.needs_task_ids else None)
+        task = task if self.spec.task_boundaries else None  # task-free: no boundaries, no task at training
         info = ExperienceInfo(exp.index, exp.classes, task, len(indices), n_experiences)
         augment = self.inputs.augments(exp.index)
         start = time.perf_counter()

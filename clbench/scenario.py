@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from clbench.datasets import Dataset, load_dataset
+from clbench.datasets import SOURCES, Dataset, LabeledArrays, load_dataset
 from clbench.errors import ClbenchError
 from clbench.learner import Hyperparameter, Range, coerce
 from clbench.protocols import Stream, resolve_class_order, split_by_class
@@ -54,6 +54,19 @@ class ClassOrderDomain:
 
     def __str__(self) -> str:
         return f"{' | '.join(self.NAMES)} | an integer seed in [0, {2**32 - 1}]"
+
+
+FIRST_EXPERIENCE = "first-experience"
+
+
+class InitSetDomain:
+    """The values of `init_set`: the stream's first experience, or another dataset by name."""
+
+    def admits(self, value: str) -> bool:
+        return value == FIRST_EXPERIENCE or value in SOURCES
+
+    def __str__(self) -> str:
+        return f"{FIRST_EXPERIENCE} | another dataset: {' | '.join(sorted(SOURCES))}"
 
 
 @dataclass(frozen=True)
@@ -112,9 +125,15 @@ class ScenarioSpec:
     """Federated reconnaissance: the server's base classes, then (n_experiences - 1) missions of
     `clients` clients, each learning `classes_per_client` new classes from `client_shots` images."""
     online: bool = False
-    """Single pass (epochs must be 1) in mini-batches of `batch_size`."""
+    """Single pass: every training sample seen exactly once (epochs must be 1), in mini-batches of
+    `batch_size` (10 in the shipped `*-online` specs), by learners that declare `online`."""
     task_boundaries: bool = True
-    """If false, learners are not told where experiences begin and end (task-free)."""
+    """If false, learners are not told where experiences begin and end, nor given a task at training
+    (task-free: no begin/end_experience calls, `learn(x, y, None)`)."""
+    init_set: Annotated[str, InitSetDomain()] = FIRST_EXPERIENCE
+    """The unlabelled data a learner with an `initialise` hook (kv-bottleneck's keys) sees once before the
+    stream: the first experience's training inputs, or the train partition of another dataset (read from
+    the same data root and fed through the same encoder/transform)."""
     overrides: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -200,6 +219,8 @@ class Scenario:
     spec: ScenarioSpec
     dataset: Dataset
     stream: Stream
+    init_data: LabeledArrays | None = None
+    """The other dataset's train partition that `spec.init_set` names (None: the first experience)."""
 
     @property
     def fingerprint(self) -> str:
@@ -271,4 +292,15 @@ def build_scenario(spec: ScenarioSpec, data_root: str | os.PathLike | None = Non
         if not spec.protocol.startswith("core50"):
             raise ClbenchError(f"scenario '{spec.name}': level = 'category' exists for CoRe50 only")
         dataset = core50.category_level(dataset)
-    return Scenario(spec, dataset, stream)
+    return Scenario(spec, dataset, stream, _init_data(spec, data_root, cache_dir))
+
+
+def _init_data(spec: ScenarioSpec, data_root: str | os.PathLike | None,
+               cache_dir: str | os.PathLike | None) -> LabeledArrays | None:
+    """The train partition of the dataset `init_set` names; None for the first experience."""
+    if spec.init_set == FIRST_EXPERIENCE:
+        return None
+    if spec.init_set == spec.dataset:
+        raise ClbenchError(f"scenario '{spec.name}': init_set '{spec.init_set}' is the scenario's own dataset, whose "
+                           f"images may be its test images; use init_set={FIRST_EXPERIENCE} or another dataset")
+    return load_dataset(spec.init_set, data_root, cache_dir).partition("train")

@@ -19,17 +19,30 @@ from clbench.testing import CHECKS, LearnerCheckFailed, check_learner, learner_c
 
 # Learners that train an encoder on their first experience merge only learners with the same
 # encoder; the merge check trains each on its own data, so they run it with training off.
-REGISTRY_HYPERPARAMETERS = {"protonet": {"episodes": 0}, "simpleshot": {"epochs": 0, "transform": "l2"}}
+# kv-bottleneck: key_dim 1 fits the check's 1-dimensional features; a small bottleneck for speed.
+REGISTRY_HYPERPARAMETERS = {"protonet": {"episodes": 0}, "simpleshot": {"epochs": 0, "transform": "l2"},
+                            "kv-bottleneck": {"key_dim": 1, "codebooks": 32, "keys": 16}}
+
+
+# Learners whose backbone must have BatchNorm layers (adab2n swaps them) get the small CNN instead of
+# the harness's MLP.
+REGISTRY_BACKBONES = {"adab2n": "small_cnn"}
 
 
 def _registry_cases() -> list[Any]:
-    return [pytest.param(check, id=f"{name}-{check_name}")
+    return [pytest.param(name, check, id=f"{name}-{check_name}")
             for name in available_learners()
             for check_name, check in learner_checks(get_learner(name), **REGISTRY_HYPERPARAMETERS.get(name, {}))]
 
 
-@pytest.mark.parametrize("check", _registry_cases())
-def test_registered_learner_conforms(check) -> None:
+@pytest.mark.parametrize("name,check", _registry_cases())
+def test_registered_learner_conforms(name, check, monkeypatch) -> None:
+    if name in REGISTRY_BACKBONES:
+        from clbench import testing
+        from clbench.backbones import BackboneFactory
+
+        monkeypatch.setattr(testing, "backbone_factory",
+                            lambda _, shape, *args: BackboneFactory(REGISTRY_BACKBONES[name], shape, *args))
     check()
 
 
