@@ -63,7 +63,7 @@ class Evaluator:
         """Per-sample correctness (bool) of the masked prediction on test samples `index`."""
         learner = learner or self.learner
         right, finite = [], torch.ones((), dtype=torch.bool, device=self.device)
-        for chunk in index.split(self.batch_size):
+        for chunk in index.split(self.batch_size) if len(index) else ():  # an empty index asks nothing
             scores = guard(learner, "predict", trained_through, learner.predict, self.inputs.batch("test", chunk), task)
             scores = checked_scores(learner, scores, len(chunk), self.num_classes).float()
             finite &= torch.isfinite(scores).all()

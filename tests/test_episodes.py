@@ -147,3 +147,22 @@ def test_encoding_learners_encode_each_test_image_once():
     assert min(result.episode_accuracies) == 100.0
     # 50 episodes x 15 images each, but every one of the 40 test images is encoded at most once
     assert 0 < Encodes.encoded - seen["after_training"] <= 40
+
+
+def test_meta_training_without_test_images_never_asks_for_an_empty_prediction():
+    """The meta-training experience holds no test images: predict() is never called on an empty batch
+    (an mlp backbone, for one, cannot take one)."""
+
+    class NoEmptyBatches(Learner):
+        name = "no-empty-batches"
+        wants = "features"
+
+        def learn(self, x, y, task):
+            pass
+
+        def predict(self, x, task):
+            assert len(x) > 0, "predict() called on an empty batch"
+            return torch.zeros(len(x), self.context.num_classes)
+
+    result = runner.run(_episodic_scenario(n_episodes=3), NoEmptyBatches, {}, seed=0, device="cpu", progress=False)
+    assert len(result.episode_accuracies) == 3

@@ -41,7 +41,12 @@ class Finetune(Learner):
         loss = F.cross_entropy(self.net(x), y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self._before_step(len(y))
         self.optimizer.step()
+
+    def _before_step(self, batch_size: int) -> None:
+        """Hook for subclasses, called in `learn` between the backward pass of the batch's cross-entropy
+        (its gradients are in each parameter's `.grad`) and the optimizer step; nothing here."""
 
     def predict(self, x: torch.Tensor, task: int | None) -> torch.Tensor:
         self.net.eval()
