@@ -14,6 +14,7 @@ from torch import nn
 from clbench.augment import resize
 from clbench.errors import ClbenchError
 from clbench.guard import one_line
+from clbench.nets.norm import swap_norm
 
 
 class Flatten(nn.Module):
@@ -43,12 +44,14 @@ def _small(name: str) -> Callable[[tuple[int, ...], dict[str, Any]], nn.Module]:
 SMALL_NETS: dict[str, Callable[[tuple[int, ...], dict[str, Any]], nn.Module]] = {
     "flatten": lambda shape, kwargs: Flatten(shape),
     **{name: _small(name) for name in ("mlp", "small_cnn", "reduced_resnet18", "resnet32", "conv4", "resnet12")},
+    "reduced_resnet18_nf64": lambda shape, kwargs: _small("reduced_resnet18")(shape, {"nf": 64, **kwargs}),
 }
+"""`reduced_resnet18` is GEM's nf = 20; `reduced_resnet18_nf64` the full width of Mammoth, ER-ACE and AdaB²N."""
 
 
 def make_backbone(name: str, input_shape: tuple[int, ...], weights: str = "",
                   input_norm: tuple[Sequence[float], Sequence[float]] | None = None, role: str = "backbone",
-                  **kwargs: Any) -> nn.Module:
+                  norm: str = "bn", norm_options: dict[str, Any] | None = None, **kwargs: Any) -> nn.Module:
     """A feature extractor by name for inputs of `input_shape` (C x H x W): one of `SMALL_NETS`, or a
     timm model name (a `TimmBackbone`: created without its classifier head, `out_dim` = its number
     of features).
@@ -57,7 +60,9 @@ def make_backbone(name: str, input_shape: tuple[int, ...], weights: str = "",
     otherwise the path of a local checkpoint (a state dict in a `torch.save` or `.safetensors`
     file; classifier-head keys are ignored, every other key must match). `input_norm`: the (mean,
     std) the inputs arrive normalised with; a timm model maps them to its pretrained statistics.
-    `role` ("backbone" or "encoder") names the setting in error messages.
+    `role` ("backbone" or "encoder") names the setting in error messages. `norm`: the network's
+    normalisation, "bn" as built or "adab2n" (every BatchNorm2d swapped by `clbench.nets.norm.swap_norm`,
+    after the weights are loaded, with `norm_options` such as n_tasks and kappa).
 
     The network is tried once on a zero input of that shape: any failure to build, load or run it
     is one `ClbenchError` line naming it.
@@ -79,6 +84,7 @@ def make_backbone(name: str, input_shape: tuple[int, ...], weights: str = "",
                            f"check the name and its arguments, or choose another {role}") from None
     if weights and weights != "hub":
         load_checkpoint(model.model if isinstance(model, TimmBackbone) else model, weights, f"{role} '{name}'")
+    swap_norm(model, norm, **(norm_options or {}))
     _try_forward(model, shape, f"{role} '{name}'")
     return model
 
@@ -234,15 +240,23 @@ def input_config(model: nn.Module) -> dict[str, Any] | None:
     return model.config() if isinstance(model, TimmBackbone) else None
 
 
+class BackboneFactory:
+    """What `Context.backbone` is: `factory(name=None, **kwargs)` builds `name` (else `default`, with
+    the run's `weights`) for inputs of `input_shape` that arrive normalised with `input_norm` (mean,
+    std; None when unknown), with any `make_backbone` keyword (e.g. `norm="adab2n"`)."""
+
+    def __init__(self, default: str, input_shape: tuple[int, ...], weights: str = "",
+                 input_norm: tuple[Sequence[float], Sequence[float]] | None = None) -> None:
+        self.default, self.input_shape, self.weights, self.input_norm = default, tuple(input_shape), weights, input_norm
+
+    def __call__(self, name: str | None = None, **kwargs: Any) -> nn.Module:
+        if name is None or name == self.default:
+            kwargs.setdefault("weights", self.weights)
+        kwargs.setdefault("input_norm", self.input_norm)
+        return make_backbone(name or self.default, self.input_shape, **kwargs)
+
+
 def backbone_factory(default: str, input_shape: tuple[int, ...], weights: str = "",
-                     input_norm: tuple[Sequence[float], Sequence[float]] | None = None) -> Callable[..., nn.Module]:
-    """What `Context.backbone` is: `factory(name=None, **kwargs)` builds `name` (else `default`,
-    with the run's `weights`) for inputs of `input_shape` normalised with `input_norm` (mean, std)."""
-
-    def factory(name: str | None = None, **kwargs: Any) -> nn.Module:
-        if name is None or name == default:
-            kwargs.setdefault("weights", weights)
-        kwargs.setdefault("input_norm", input_norm)
-        return make_backbone(name or default, input_shape, **kwargs)
-
-    return factory
+                     input_norm: tuple[Sequence[float], Sequence[float]] | None = None) -> BackboneFactory:
+    """The run's `BackboneFactory` (see there)."""
+    return BackboneFactory(default, input_shape, weights, input_norm)

@@ -1,5 +1,6 @@
-"""The `replay` learner (Experience Replay with a reservoir buffer): the reservoir policy, the replay
-step, forgetting on split-digits, exact resume, and the conformance suite."""
+"""The `replay` learner (Experience Replay with a reservoir buffer): the buffer it keeps, the replay step
+(ER, ER-ACE, DER++), forgetting on split-digits, exact resume, bad input and the conformance suite.
+The reservoir policy itself is tested in test_buffer.py."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import io
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from clbench import runner
 from clbench.backbones import backbone_factory
 from clbench.errors import ClbenchError
 from clbench.learner import Context, get_learner
 from clbench.learners.finetune import Finetune
-from clbench.learners.replay import Replay, reservoir_writes
+from clbench.learners.replay import Replay, ace_loss
 from clbench.metrics import summary
 from clbench.scenario import build_scenario, load_spec
 from clbench.testing import check_learner
@@ -36,59 +38,7 @@ def _ids(first: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _stored_ids(learner: Replay) -> list[int]:
-    return learner.buffer_x[: learner.filled, 0, 0, 0].long().tolist()
-
-
-# ---- the reservoir policy ----------------------------------------------------------------------------
-def _sequential_algorithm_r(buffer: list[int], seen: int, batch: list[int], size: int, g: torch.Generator) -> None:
-    """Algorithm R one sample at a time, with the draws `reservoir_writes` documents."""
-    draws = torch.randint(0, 2**62, (len(batch),), generator=g).tolist()
-    for k, sample in enumerate(batch):
-        n = seen + k + 1
-        if n <= size:
-            buffer[n - 1] = sample
-        elif draws[k] % n < size:
-            buffer[draws[k] % n] = sample
-
-
-@pytest.mark.parametrize("size,batches", [
-    (10, [25, 1, 7, 30, 37]),  # the first batch straddles the moment the buffer fills
-    (3, [64, 64, 64]),  # many collisions inside each batch
-    (50, [8, 8, 8]),  # never fills
-    (1, [1, 5, 1, 9]),
-])
-def test_vectorised_reservoir_is_sequential_algorithm_r_draw_for_draw(size, batches):
-    for seed in range(40):
-        g_vec, g_seq = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
-        vec, seq, seen = [-1] * size, [-1] * size, 0
-        for b in batches:
-            slots, sources = reservoir_writes(seen, b, size, g_vec)
-            assert len(set(slots.tolist())) == len(slots), "slots written twice in one batch"
-            for slot, source in zip(slots.tolist(), sources.tolist()):
-                vec[slot] = seen + source
-            _sequential_algorithm_r(seq, seen, list(range(seen, seen + b)), size, g_seq)
-            seen += b
-            assert vec == seq
-
-
-def test_each_stream_position_is_retained_with_probability_size_over_n():
-    size, batches, trials = 10, [25, 1, 7, 30, 37], 4000  # n = 100: each position kept with p = 0.1
-    n = sum(batches)
-    kept = torch.zeros(n)
-    g = torch.Generator().manual_seed(2024)  # fixed: the test is deterministic
-    for _ in range(trials):
-        buffer, seen = torch.full((size,), -1), 0
-        for b in batches:
-            slots, sources = reservoir_writes(seen, b, size, g)
-            buffer[slots] = seen + sources
-            seen += b
-        assert len(buffer.unique()) == size and buffer.min() >= 0
-        kept[buffer] += 1
-    frequency = kept / trials
-    # binomial(4000, 0.1): standard deviation 0.0047; 0.025 is more than 5 of them
-    assert (frequency - size / n).abs().max() < 0.025, frequency
-    # positions of the straddling first batch and of the last batch are not favoured over each other
-    assert abs(frequency[:25].mean() - frequency[-37:].mean()) < 0.01
+    return learner.buffer.x[: learner.buffer.filled, 0, 0, 0].long().tolist()
 
 
 def test_buffer_holds_exactly_the_samples_seen_until_full_then_a_subset_never_larger():
@@ -97,14 +47,14 @@ def test_buffer_holds_exactly_the_samples_seen_until_full_then_a_subset_never_la
     for b in (3, 8, 1, 16, 5, 40, 2):
         learner.learn(*_ids(seen, b), None)
         seen += b
-        assert learner.buffer_x.shape[0] == learner.buffer_y.shape[0] == 20
-        assert learner.seen == seen and learner.filled == min(seen, 20)
+        assert learner.buffer.x.shape[0] == learner.buffer.y.shape[0] == 20
+        assert learner.buffer.seen == seen and learner.buffer.filled == min(seen, 20)
         stored = _stored_ids(learner)
         if seen <= 20:
             assert stored == list(range(seen))  # in arrival order
         else:
             assert len(set(stored)) == 20 and all(0 <= s < seen for s in stored)
-        assert learner.buffer_y[: learner.filled].tolist() == [s % 4 for s in stored]  # labels stay with inputs
+        assert learner.buffer.y[: learner.buffer.filled].tolist() == [s % 4 for s in stored]  # labels stay with inputs
 
 
 # ---- the replay step -----------------------------------------------------------------------------------
@@ -114,8 +64,9 @@ def _forward_inputs(learner: Replay) -> list[torch.Tensor]:
     return inputs
 
 
-def test_each_step_is_one_forward_over_the_stream_batch_and_an_equal_size_buffer_batch():
-    learner = Replay(_context(), buffer_size=30)
+@pytest.mark.parametrize("loss", ["er", "er-ace"])
+def test_each_step_is_one_forward_over_the_stream_batch_and_an_equal_size_buffer_batch(loss):
+    learner = Replay(_context(), buffer_size=30, loss=loss)
     inputs = _forward_inputs(learner)
     learner.learn(*_ids(0, 8), None)  # buffer empty: the stream batch alone
     assert [len(i) for i in inputs] == [8]
@@ -144,6 +95,53 @@ def test_replay_batch_size_and_a_buffer_smaller_than_the_batch():
     assert [len(i) for i in inputs] == [8, 13, 13]
     learner.learn(*_ids(99, 1), None)  # online: a batch of one still replays replay_batch_size samples
     assert len(inputs[-1]) == 6
+
+
+def test_er_ace_masks_the_stream_logits_to_the_classes_present_in_the_stream_batch():
+    stream = torch.tensor([[2.0, 0.0, 9.0, 9.0], [0.0, 1.0, -3.0, 7.0]], requires_grad=True)
+    replayed = torch.tensor([[0.0, 0.0, 5.0, 0.0]], requires_grad=True)
+    y, y_replayed = torch.tensor([0, 1]), torch.tensor([2])
+    loss = ace_loss(stream, y, replayed, y_replayed)
+    # stream: softmax over classes {0, 1} only; replay: over all classes
+    expected = (F.cross_entropy(stream[:, :2], y) + F.cross_entropy(replayed, y_replayed)).item()
+    assert loss.item() == pytest.approx(expected)
+    loss.backward()
+    assert stream.grad[:, 2:].abs().sum() == 0 and replayed.grad.abs().min() > 0
+    assert ace_loss(stream, y, None, None).item() == pytest.approx(F.cross_entropy(stream[:, :2], y).item())
+
+
+def test_der_stores_logits_at_insertion_and_never_updates_them():
+    learner = Replay(_context(), buffer_size=100, loss="der", replay_batch_size=3)
+    outputs: list[torch.Tensor] = []
+    learner.net.register_forward_hook(lambda module, args, out: outputs.append(out.detach().clone()))
+    for step in range(5):
+        learner.learn(*_ids(10 * step, 4), None)
+    assert [len(o) for o in outputs] == [4, 10, 10, 10, 10]  # stream + two independent replay draws, one pass
+    stored = learner.buffer.logits[: learner.buffer.filled]
+    at_insertion = torch.cat([o[:4] for o in outputs])  # the never-overwritten buffer holds samples in order
+    assert torch.equal(stored, at_insertion)
+    now = learner.predict(learner.buffer.x[:4], None)
+    assert not torch.allclose(now, stored[:4])  # the network moved on, the stored logits did not
+
+
+def test_der_terms_are_weighted_by_alpha_and_beta():
+    learner = Replay(_context(), buffer_size=100, loss="der", alpha=0.0, beta=0.0, lr=0.1)
+    twin = Finetune(_context(), lr=0.1)  # the stream's cross-entropy alone is DER++ with alpha = beta = 0
+    twin.net.load_state_dict(learner.net.state_dict())
+    for step in range(3):
+        learner.learn(*_ids(10 * step, 4), None)
+        twin.learn(*_ids(10 * step, 4), None)
+    query = _ids(100, 6)[0]
+    assert torch.allclose(learner.predict(query, None), twin.predict(query, None), atol=1e-6)
+
+
+def test_the_runners_images_are_buffered_as_uint8():
+    context = Context(torch.device("cpu"), num_classes=4, input_shape=SHAPE, seed=0,
+                      backbone=backbone_factory("mlp", SHAPE, input_norm=((0.5,), (0.5,))))
+    learner = Replay(context, buffer_size=8)
+    pixels = torch.randint(0, 256, (6, *SHAPE), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    learner.learn((pixels.float() / 255 - 0.5) / 0.5, torch.arange(6) % 4, None)
+    assert learner.buffer.x.dtype == torch.uint8 and torch.equal(learner.buffer.x[:6], pixels)
 
 
 # ---- it works: split-digits ----------------------------------------------------------------------------
@@ -202,19 +200,19 @@ def test_a_resumed_learner_continues_exactly_as_the_original(split):
     for x, y in batches[split:]:
         resumed.learn(x, y, None)
 
-    assert resumed.seen == through.seen
-    assert torch.equal(resumed.buffer_x, through.buffer_x) and torch.equal(resumed.buffer_y, through.buffer_y)
+    assert resumed.buffer.seen == through.buffer.seen
+    assert torch.equal(resumed.buffer.x, through.buffer.x) and torch.equal(resumed.buffer.y, through.buffer.y)
     assert torch.equal(resumed.predict(query, None), through.predict(query, None))
 
 
 def test_state_of_an_untrained_learner_and_of_another_buffer_size():
     fresh = Replay(_context(), buffer_size=20)
     state = fresh.state_dict()
-    assert "buffer_x" not in state and state["seen"] == 0
+    assert "x" not in state["buffer"] and state["buffer"]["seen"] == 0
     trained = Replay(_context(), buffer_size=20)
     trained.learn(*_ids(0, 30), None)
     trained.load_state_dict(state)  # back to empty
-    assert trained.buffer_x is None and trained.seen == 0 and trained.filled == 0
+    assert trained.buffer.x is None and trained.buffer.seen == 0 and trained.buffer.filled == 0
     trained.learn(*_ids(0, 30), None)
     with pytest.raises(ClbenchError, match="buffer_size"):
         Replay(_context(), buffer_size=10).load_state_dict(trained.state_dict())
@@ -236,7 +234,22 @@ def test_invalid_sizes_are_one_line_errors_naming_the_parameter(given, name):
         Replay(_context(), **given)
 
 
-def test_registered_and_conforms():
+@pytest.mark.parametrize("given,message", [
+    ({"buffer_size": 5, "replay_batch_size": 10}, "replay_batch_size=10 exceeds buffer_size=5"),
+    ({"alpha": 0.3}, "alpha acts only with loss=der, not loss=er"),
+    ({"loss": "er-ace", "beta": 1.0}, "beta acts only with loss=der"),
+    ({"kappa": 0.7}, "kappa acts only with norm=adab2n, not norm=bn"),
+    ({"norm": "adab2n"}, "norm=adab2n: the network has no BatchNorm2d layer"),  # the context's backbone is an MLP
+    ({"loss": "ace"}, "accepted: er | er-ace | der"),
+])
+def test_bad_combinations_are_one_line_errors(given, message):
+    with pytest.raises(ClbenchError, match=message) as error:
+        Replay(_context(), **given)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("hyperparameters", [{}, {"buffer_size": 3, "replay_batch_size": 2}, {"loss": "er-ace"},
+                                             {"loss": "der", "buffer_size": 6}])
+def test_registered_and_conforms(hyperparameters):
     assert get_learner("replay") is Replay
-    check_learner(Replay)
-    check_learner(Replay, buffer_size=3, replay_batch_size=2)
+    check_learner(Replay, **hyperparameters)

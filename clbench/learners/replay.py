@@ -1,78 +1,66 @@
-"""Experience Replay (ER): fine-tuning plus a reservoir-sampled episodic memory."""
+"""Experience Replay and its online variants: ER, ER-ACE and DER++, over BatchNorm or AdaB²N."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import dataclasses
+import functools
+import math
+from typing import Annotated, Any, Literal
 
 import torch
+import torch.nn.functional as F
 
 from clbench.errors import ClbenchError
 from clbench.learner import Context, Range
+from clbench.learners.buffer import ImageCodec, ReservoirBuffer
 from clbench.learners.finetune import Finetune
+from clbench.nets.norm import adab2n_layers, assign_tasks, regulariser
 
 # Added to context.seed so the learner's draws do not repeat the runner's shuffling stream (seeded with seed).
 _SEED_OFFSET = 0x7265706C6179  # "replay" in ASCII
-# Reservoir draws: j = r mod n with r uniform on [0, 2**62); the modulo bias is below n / 2**62.
-_DRAW_RANGE = 2**62
+
+Loss = Literal["er", "er-ace", "der"]
+
+_APPLIES_TO = {"alpha": ("loss", "der"), "beta": ("loss", "der"), "kappa": ("norm", "adab2n"),
+               "reg_weight": ("norm", "adab2n"), "reg_from_task": ("norm", "adab2n")}
+"""Hyper-parameters that only act under one value of another: setting them otherwise is an error."""
 
 
-def reservoir_writes(seen: int, batch: int, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Vitter's algorithm R applied to a batch of `batch` new samples, vectorised and exact.
-
-    `seen` samples came before this batch; batch sample k (0-based) is sample number n = seen + k + 1
-    of the stream. Sequential algorithm R stores it in slot n - 1 while the buffer is not full
-    (n <= size); afterwards it draws j uniform on {0, ..., n - 1} and, if j < size, overwrites slot j
-    (so it is kept with probability size / n, in a uniformly chosen slot).
-
-    All the batch's draws are made at once from `generator` (`r = randint(0, 2**62, (batch,))`,
-    `j = r mod n`, n = seen + 1, ..., seen + batch). A batch can send several samples to the same slot
-    (two replacements drawing the same j, or a replacement drawing a slot that an earlier sample of the
-    same batch has just filled, when the batch straddles the moment the buffer fills): sequentially,
-    the later sample overwrites the earlier one, so only the last writer of each slot is kept. The
-    result is therefore identical, draw for draw, to running algorithm R one sample at a time, and the
-    returned slots are distinct, so writing them with one indexed assignment is well defined on any
-    device (an indexed assignment with repeated indices has no defined winner).
-
-    Returns `(slots, sources)`, CPU int64 tensors of equal length: write batch sample `sources[i]`
-    into buffer slot `slots[i]`.
-    """
-    n = torch.arange(seen + 1, seen + batch + 1)
-    j = torch.randint(0, _DRAW_RANGE, (batch,), generator=generator) % n
-    # target slot per sample: n - 1 while filling; j if j < size afterwards; -1 = not kept
-    target = torch.where(n <= size, n - 1, torch.where(j < size, j, -1))
-    sources = torch.arange(batch)
-    kept = target >= 0
-    target, sources = target[kept], sources[kept]
-    if len(target) == 0:
-        return target, sources
-    slots, inverse = torch.unique(target, return_inverse=True)
-    last = torch.full((len(slots),), -1, dtype=torch.int64).scatter_reduce(0, inverse, sources, reduce="amax")
-    return slots, last
+def ace_loss(stream_logits: torch.Tensor, y: torch.Tensor, replay_logits: torch.Tensor | None,
+             replay_y: torch.Tensor | None) -> torch.Tensor:
+    """ER-ACE's asymmetric cross-entropy (Caccia et al. ICLR 2022): the stream batch's logits masked to
+    the classes present in the stream batch, plus the plain cross-entropy of the replayed batch."""
+    present = torch.zeros(stream_logits.shape[1], dtype=torch.bool, device=y.device)
+    present[y] = True
+    masked = stream_logits.masked_fill(~present, torch.finfo(stream_logits.dtype).min)
+    loss = F.cross_entropy(masked, y)
+    return loss if replay_logits is None else loss + F.cross_entropy(replay_logits, replay_y)
 
 
 class Replay(Finetune):
-    """Experience Replay (ER): fine-tuning with a reservoir-sampled buffer replayed in every step.
+    """Experience Replay (ER), with ER-ACE's and DER++'s losses and BatchNorm or AdaB²N layers.
 
-    The ER baseline of Chaudhry et al. 2019 ("On Tiny Episodic Memories in Continual Learning") and
-    Rolnick et al. 2019 ("Experience Replay for Continual Learning"): the fine-tuning network and
-    optimizer (see `finetune`), plus an episodic memory of `buffer_size` (input, label) pairs on the
-    learner's device. Each `learn(x, y)` step:
+    The fine-tuning network and optimizer (see `finetune`) plus an episodic memory of `buffer_size`
+    samples (`clbench.learners.buffer.ReservoirBuffer`: exact reservoir sampling, images kept once as
+    uint8 on the learner's device). Each `learn(x, y)` step draws `replay_batch_size` samples (0: as
+    many as the stream batch; at most what the buffer holds) uniformly without replacement, runs ONE
+    forward pass over the stream batch and the replayed samples together, takes one optimizer step on
+    the loss, then offers the stream batch to the buffer:
 
-    1. draws `replay_batch_size` samples (0: as many as the stream batch; at most as many as the
-       buffer holds) uniformly without replacement from the buffer, concatenates them to the stream
-       batch, and takes one SGD/Adam step on the mean cross-entropy of that single forward pass
-       (the stream batch alone while the buffer is still empty);
-    2. then offers the stream batch to the buffer by reservoir sampling (Vitter's algorithm R): the
-       n-th sample of the stream is stored while the buffer is not full, and afterwards kept with
-       probability buffer_size / n, replacing a uniformly chosen slot. The batch is processed in one
-       vectorised step that is exactly equivalent to offering its samples one by one (see
-       `reservoir_writes`: of several samples of a batch sent to the same slot, the last one wins).
+    - `er` (Chaudhry et al. 2019; Rolnick et al. 2019): the mean cross-entropy of the whole pass;
+    - `er-ace` (Caccia et al. 2022): `ace_loss`, the stream's logits masked to its present classes;
+    - `der` (DER++, Buzzega et al. 2020): CE(stream) + alpha * MSE(logits of a replayed draw, the logits
+      stored when those samples entered the buffer, never updated) + beta * CE(a second, independent
+      draw); the buffer keeps the stream batch's logits of the step that offers it.
 
-    The buffer stores the inputs as the learner receives them (after the run's augmentation, if any)
-    and is allocated at the first batch's shape. Task-free (no boundaries, no task ids) and online.
-    All random draws come from a CPU `torch.Generator` seeded from `context.seed` (the same draws on
-    any device); `state_dict` holds the network, optimizer, buffer, count of samples seen and the
-    generator state, so a restored learner continues exactly as the original would.
+    `norm = adab2n` swaps every BatchNorm2d of the backbone for AdaB²N (`clbench.nets.norm`, Lyu et al.
+    2023) with momentum schedule `kappa`, adds `reg_weight` x its statistics regulariser from task
+    `reg_from_task` on, and tells the layers each sample's task: a class's task is the rank of its
+    first appearance in the stream divided by ceil(classes / experiences) (for an even class-incremental
+    split: the experience that brought it), so it needs no boundaries or task ids. Task-free and online.
+    The buffer stores what the learner receives (after the run's augmentation, if any). `state_dict`
+    holds network, optimizer, buffer, its generator and the class-to-task table: a restored learner
+    continues exactly as the original.
     """
 
     name = "replay"
@@ -81,63 +69,93 @@ class Replay(Finetune):
     online = True
 
     def __init__(self, context: Context, *, buffer_size: Annotated[int, Range(ge=1)] = 500,
-                 replay_batch_size: Annotated[int, Range(ge=0)] = 0, **finetune: Any) -> None:
-        super().__init__(context, **finetune)
-        self.buffer_size = buffer_size
-        self.replay_batch_size = replay_batch_size
-        self.generator = torch.Generator().manual_seed((context.seed + _SEED_OFFSET) % 2**63)
-        self.seen = 0  # samples offered to the buffer so far
-        self.buffer_x: torch.Tensor | None = None  # buffer_size x input shape, allocated at the first batch
-        self.buffer_y: torch.Tensor | None = None
+                 replay_batch_size: Annotated[int, Range(ge=0)] = 0, loss: Loss = "er",
+                 alpha: Annotated[float, Range(ge=0)] = 0.1, beta: Annotated[float, Range(ge=0)] = 0.5,
+                 norm: Literal["bn", "adab2n"] = "bn", kappa: Annotated[float, Range(ge=0, le=1)] = 0.4,
+                 reg_weight: Annotated[float, Range(ge=0)] = 1e-4, reg_from_task: Annotated[int, Range(ge=0)] = 1,
+                 **finetune: Any) -> None:
+        self._check_combination(replay_batch_size, buffer_size)
+        if norm != "bn":  # finetune builds the network: through a factory that swaps the norm layers
+            build = functools.partial(context.backbone, norm=norm,
+                                      norm_options={"n_tasks": context.n_experiences, "kappa": kappa})
+            super().__init__(dataclasses.replace(context, backbone=build), **finetune)
+            self.context = context
+        else:
+            super().__init__(context, **finetune)
+        self.replay_batch_size, self.loss, self.alpha, self.beta = replay_batch_size, loss, alpha, beta
+        self.reg_weight, self.reg_from_task = reg_weight, reg_from_task
+        input_norm = getattr(context.backbone, "input_norm", None)
+        codec = ImageCodec(*input_norm, context.device) if self.wants == "images" and input_norm else None
+        self.buffer = ReservoirBuffer(buffer_size, context.device, context.seed + _SEED_OFFSET, codec,
+                                      keeps_logits=loss == "der")
+        self.norm_layers = adab2n_layers(self.net)
+        self.per_task = math.ceil(context.num_classes / context.n_experiences)
+        self.class_task = torch.full((context.num_classes,), -1, dtype=torch.int64, device=context.device)
 
-    @property
-    def filled(self) -> int:
-        """Number of samples the buffer holds: slots 0 .. filled - 1."""
-        return min(self.seen, self.buffer_size)
+    def _check_combination(self, replay_batch_size: int, buffer_size: int) -> None:
+        """One-line errors for a replay batch larger than the buffer, and for a hyper-parameter set away
+        from its default where it has no effect."""
+        if replay_batch_size > buffer_size:
+            raise ClbenchError(f"learner '{self.name}': replay_batch_size={replay_batch_size} exceeds "
+                               f"buffer_size={buffer_size}; give a buffer at least as large as the replay batch")
+        declared = type(self).hyperparameters()
+        for key, (other, needed) in _APPLIES_TO.items():
+            if self.config[key] != declared[key].default and self.config[other] != needed:
+                raise ClbenchError(f"learner '{self.name}': {key} acts only with {other}={needed}, "
+                                   f"not {other}={self.config[other]}; set {other}={needed} or leave {key} out")
 
     def learn(self, x: torch.Tensor, y: torch.Tensor, task: int | None) -> None:
-        if self.buffer_x is None:
-            self._allocate(x.shape[1:], x.dtype, y.dtype)
-        k = min(self.replay_batch_size or len(x), self.filled)
-        if k > 0:
-            pick = torch.randperm(self.filled, generator=self.generator)[:k].to(self.device)
-            super().learn(torch.cat([x, self.buffer_x[pick]]), torch.cat([y, self.buffer_y[pick]]), task)
-        else:
-            super().learn(x, y, task)
-        self._remember(x, y)
+        self.net.train()
+        k = self.replay_batch_size or len(x)
+        draws = [self.buffer.sample(k) for _ in range(2 if self.loss == "der" else 1)]
+        draws = [d for d in draws if d is not None]
+        inputs = torch.cat([x, *(d[0] for d in draws)])
+        labels = torch.cat([y, *(d[1] for d in draws)])
+        current = self._assign_tasks(y, labels)
+        logits = self.net(inputs)
+        loss = self._loss(logits, labels, len(y), draws)
+        if self.norm_layers and current >= self.reg_from_task:
+            loss = loss + self.reg_weight * regulariser(self.norm_layers)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.buffer.add(x, y, logits[: len(y)] if self.loss == "der" else None)
 
-    def _allocate(self, shape: torch.Size, x_dtype: torch.dtype, y_dtype: torch.dtype) -> None:
-        self.buffer_x = torch.zeros((self.buffer_size, *shape), dtype=x_dtype, device=self.device)
-        self.buffer_y = torch.zeros(self.buffer_size, dtype=y_dtype, device=self.device)
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor, n: int, draws: list[tuple]) -> torch.Tensor:
+        """The step's loss over one forward pass: the stream batch is the first `n` rows, the replayed
+        draws follow in order."""
+        if self.loss == "er":
+            return F.cross_entropy(logits, labels)
+        sizes = [n, *(len(draw[1]) for draw in draws)]
+        (stream, *replayed), (y, *replayed_y) = logits.split(sizes), labels.split(sizes)
+        if self.loss == "er-ace":
+            return ace_loss(stream, y, replayed[0], replayed_y[0]) if draws else ace_loss(stream, y, None, None)
+        loss = F.cross_entropy(stream, y)
+        if draws:  # DER++: the first draw's logits against those stored, the second draw's labels
+            loss = loss + self.alpha * F.mse_loss(replayed[0], draws[0][2].to(replayed[0].dtype))
+            loss = loss + self.beta * F.cross_entropy(replayed[1], replayed_y[1])
+        return loss
 
-    @torch.no_grad()
-    def _remember(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        slots, sources = reservoir_writes(self.seen, len(x), self.buffer_size, self.generator)
-        self.seen += len(x)
-        if len(slots):
-            slots, sources = slots.to(self.device), sources.to(self.device)
-            self.buffer_x[slots] = x.detach()[sources].to(self.buffer_x.dtype)
-            self.buffer_y[slots] = y[sources].to(self.buffer_y.dtype)
+    def _assign_tasks(self, y: torch.Tensor, labels: torch.Tensor) -> int:
+        """Give classes first seen in `y` their task (rank of first appearance // per_task), tell the AdaB²N
+        layers the task of every sample in `labels`, and return the current task (0 without AdaB²N)."""
+        if not self.norm_layers:
+            return 0
+        fresh = y[self.class_task[y] < 0]
+        if len(fresh):
+            classes, inverse = torch.unique(fresh, return_inverse=True)
+            first = torch.full((len(classes),), len(fresh), device=y.device).scatter_reduce(
+                0, inverse, torch.arange(len(fresh), device=y.device), reduce="amin")
+            rank = int((self.class_task >= 0).sum()) + torch.arange(len(classes), device=y.device)
+            self.class_task[classes[first.argsort()]] = rank // self.per_task
+        current = int(self.class_task.max())
+        assign_tasks(self.norm_layers, self.class_task[labels], current)
+        return current
 
     def state_dict(self) -> dict[str, Any]:
-        state = {**super().state_dict(), "seen": self.seen, "generator": self.generator.get_state()}
-        if self.buffer_x is not None:
-            state["buffer_x"], state["buffer_y"] = self.buffer_x[: self.filled], self.buffer_y[: self.filled]
-        return state
+        return {**super().state_dict(), "buffer": self.buffer.state(), "class_task": self.class_task}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        seen = int(state["seen"])
-        filled = min(seen, self.buffer_size)
-        held = len(state["buffer_y"]) if "buffer_y" in state else 0
-        if held != filled:
-            raise ClbenchError(f"learner 'replay': the state holds {held} buffered samples after {seen} seen, "
-                               f"but buffer_size={self.buffer_size} implies {filled} (saved with another buffer_size?)")
+        self.buffer.load(state["buffer"], f"learner '{self.name}'")
         super().load_state_dict(state)
-        self.seen = seen
-        self.generator.set_state(state["generator"])
-        if held == 0:
-            self.buffer_x = self.buffer_y = None
-            return
-        self._allocate(state["buffer_x"].shape[1:], state["buffer_x"].dtype, state["buffer_y"].dtype)
-        self.buffer_x[:filled] = state["buffer_x"]
-        self.buffer_y[:filled] = state["buffer_y"]
+        self.class_task.copy_(state["class_task"])
