@@ -81,7 +81,25 @@ def route_settings(settings: dict[str, str], learners: list[type], spec_fields: 
         else:
             unknown.append(key)
     if unknown:
+        owners = _declared_elsewhere(unknown[0])
+        if owners:
+            raise ClbenchError(f"--set {unknown[0]}: none of the chosen learners ({', '.join(by_name)}) takes "
+                               f"'{unknown[0]}'; it is a hyper-parameter of {', '.join(owners)}")
         accepted = sorted(set(spec_fields) | {h for c in learners for h in c.hyperparameters()})
         raise ClbenchError(f"unknown --set key {', '.join(map(repr, unknown))} for this scenario and these learners; "
                            f"accepted: {', '.join(accepted)} (scope one as scenario.KEY or LEARNER.KEY)")
     return scenario, {cls: validate(cls, given) for cls, given in per_learner.items()}
+
+
+def _declared_elsewhere(key: str) -> list[str]:
+    """The registered learners that declare hyper-parameter `key` (to explain why a chosen one refuses it)."""
+    from clbench.learner import available_learners, get_learner
+
+    owners = []
+    for name in available_learners():
+        try:
+            if key in get_learner(name).hyperparameters():
+                owners.append(name)
+        except ClbenchError:  # a broken plugin does not hide the answer for the others
+            continue
+    return owners

@@ -61,3 +61,9 @@ def test_scoped_keys_address_each_meaning():
 def test_bad_scoped_keys_are_one_line(key, message):
     with pytest.raises(ClbenchError, match=message):
         route_settings({key: "1"}, [get_learner("nmc")], FIELDS)
+
+
+def test_a_key_only_other_learners_take_names_them():
+    with pytest.raises(ClbenchError, match=r"--set norm: none of the chosen learners \(nmc\) takes 'norm'; "
+                                           r"it is a hyper-parameter of .*adab2n.*replay"):
+        route_settings({"norm": "adab2n"}, [get_learner("nmc")], FIELDS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -30,10 +32,10 @@ class MLP(nn.Module):
         self.out_dim: int = hidden
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x[0].numel() != self.in_features:
+        features = math.prod(x.shape[1:])
+        if features != self.in_features:
             raise ClbenchError(
-                f"mlp: built for {self.in_features} input features, got {tuple(x.shape[1:])} "
-                f"({x[0].numel()} features)"
+                f"mlp: built for {self.in_features} input features, got {tuple(x.shape[1:])} ({features} features)"
             )
         return self.net(x)
 
