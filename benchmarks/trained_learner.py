@@ -12,7 +12,10 @@ because Avalanche's offline `Replay` fills its buffer only at the end of an expe
 
 - bare: a plain PyTorch loop doing the same steps: same model, SGD and batch sizes, uint8 images
   indexed on the device, crop + flip and normalisation done on the batch tensors in the loop; for
-  replay the same reservoir buffer (of normalised, augmented inputs) and the concatenated batch.
+  replay the same reservoir buffer and the concatenated batch. The bare buffer keeps normalised,
+  augmented float inputs; clbench's shared buffer keeps uint8 (4x less memory) and decodes replayed
+  samples on the fly, a small cost on clbench's side of the replay ratio (figures in
+  benchmarks/README.md taken before that change are marked so).
 - clbench: `runner.run` (a `Scenario` built from the in-memory arrays); throughput from the run's
   `train_seconds` (the training loop, evaluation excluded).
 - Avalanche: `Naive` and replay as its users run them: `nc_benchmark` over a torchvision-style
