@@ -1,4 +1,4 @@
-"""`clbench list | run | data | leaderboard`: the command line."""
+"""`clbench list | run | sweep | reproduce | data | leaderboard`: the command line."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ EPILOG = """examples:
   clbench run                                   # split-digits, finetune + joint + nmc, seed 0
   clbench run --learner nmc --seed 0,1,2 --set n_experiences=10
   clbench run --learner mypkg.module:MyLearner  # a plugin, no registration needed
+  clbench sweep baselines/ --filter 'split-digits*' --workers 2
   clbench leaderboard --format markdown
+  clbench reproduce 4b36158de1af               # re-run one row, check it comes out the same
 """
 
 
@@ -47,24 +49,43 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", default="0", metavar="N[,N2,...]", help="integer seeds, comma-separated (default: 0)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
                      help="override a scenario setting or a learner hyper-parameter (repeatable)")
-    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
-                     help="auto picks CUDA, then MPS, then CPU (default: auto)")
-    run.add_argument("--data-root", metavar="DIR", help="data folder (default: $CLBENCH_DATA, else ~/.cache/clbench)")
-    run.add_argument("--cache-dir", metavar="DIR", type=Path,
-                     help="where prepared image caches, frozen-encoder features and run checkpoints go "
-                          "(default: next to the data, DATA_ROOT/features and DATA_ROOT/checkpoints)")
-    run.add_argument("--no-feature-cache", action="store_true", help="compute frozen-encoder features in memory only")
+    _execution_options(run)
     run.add_argument("--no-resume", action="store_true",
                      help="start over even where an interrupted run left a checkpoint (runs save one after every "
                           "experience; the same command resumes them)")
     run.add_argument("--deterministic", action="store_true",
                      help="use PyTorch's deterministic algorithms (slower on GPU; same seed, same device, same matrix)")
     _leaderboard_option(run)
-    run.add_argument("--no-progress", action="store_true",
-                     help="hide progress bars and the per-experience log lines")
-    run.add_argument("--threads", type=_positive_int, metavar="N",
-                     help="CPU threads for torch (default: 1 for images of at most 32x32 pixels on the CPU, "
-                          "where a thread pool only adds overhead; else one per core)")
+
+    sweep = commands.add_parser("sweep", help="run every recipe's runs that the leaderboard lacks",
+                                description="Run the recipes (TOML files: scenario, settings, learner, hyper-parameters, "
+                                            "seeds) under a folder or one file, appending one row per run. Runs that "
+                                            "already have a row (same setting, learner, config and seed) are skipped; "
+                                            "a failed run is retried once; an interrupted run resumes.")
+    sweep.add_argument("recipes", type=Path, metavar="RECIPES", help="a folder of recipe .toml files (e.g. baselines/) or one file")
+    sweep.add_argument("--filter", metavar="GLOB", help="only recipes whose id (path under RECIPES without .toml) matches, "
+                                                         "e.g. 'split-digits*' or '*/replay'")
+    sweep.add_argument("--backend", default="local", choices=("local", "ray"),
+                       help="local: processes on this machine; ray: one Ray task per run (pip install 'clbench[ray]')")
+    sweep.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                       help="runs at once (local processes, or the CPUs of a local Ray instance; default: 1)")
+    sweep.add_argument("--address", metavar="ADDR", help="the Ray cluster to join (default: start a local instance)")
+    sweep.add_argument("--gpus-per-run", type=float, default=0.0, metavar="G", help="GPUs each Ray task asks for (default: 0)")
+    sweep.add_argument("--force", action="store_true", help="run again even the runs that already have a row")
+    _execution_options(sweep)
+    _leaderboard_option(sweep)
+
+    again = commands.add_parser("reproduce", help="re-run one leaderboard row and check it comes out the same",
+                                description="Re-run the row RUN_ID from what it records and report whether the stream "
+                                            "fingerprint, the setting and the accuracy matrix match (exactly on the CPU "
+                                            "with the same versions, else within a stated tolerance). Appends nothing.")
+    again.add_argument("run_id", metavar="RUN_ID", help="the row's run_id (a unique prefix is enough)")
+    again.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"),
+                       help="default: cpu for a row run on the CPU, else auto")
+    again.add_argument("--data-root", metavar="DIR", help="data folder (default: $CLBENCH_DATA, else ~/.cache/clbench)")
+    again.add_argument("--cache-dir", metavar="DIR", type=Path, help="where the rerun's checkpoint goes (default: the data root)")
+    again.add_argument("--threads", type=_positive_int, metavar="N", help="CPU threads for torch (default: as `clbench run`)")
+    _leaderboard_option(again)
 
     data = commands.add_parser("data", help="report which datasets are present, prepared, missing or corrupt",
                                description="Report each dataset's state under the data root; --prepare builds the array caches.")
@@ -78,10 +99,28 @@ def _parser() -> argparse.ArgumentParser:
                                 description="Show leaderboard rows grouped by (scenario, stream fingerprint, setting, learner, config): "
                                             "mean ± std over seeds, each seed counted once, one table per setting.")
     _leaderboard_option(board)
-    board.add_argument("--format", default="text", choices=("text", "markdown", "html"), help="output format (default: text)")
+    board.add_argument("--format", default="text", choices=("text", "markdown", "csv", "html"),
+                       help="text, markdown or csv tables, or html: one self-contained page with the plots (default: text)")
     board.add_argument("--plot", metavar="DIR", type=Path,
                        help="also write accuracy-curve and accuracy-matrix plots (PNG) into DIR")
+    board.add_argument("--write", metavar="DIR", type=Path,
+                       help="write LEADERBOARD.md, leaderboard.html and plots/ into DIR instead of printing")
     return parser
+
+
+def _execution_options(parser: argparse.ArgumentParser) -> None:
+    """How runs are carried out: device, data and cache folders, threads, progress (run and sweep)."""
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
+                        help="auto picks CUDA, then MPS, then CPU (default: auto)")
+    parser.add_argument("--data-root", metavar="DIR", help="data folder (default: $CLBENCH_DATA, else ~/.cache/clbench)")
+    parser.add_argument("--cache-dir", metavar="DIR", type=Path,
+                        help="where prepared image caches, frozen-encoder features and run checkpoints go "
+                             "(default: next to the data, DATA_ROOT/features and DATA_ROOT/checkpoints)")
+    parser.add_argument("--no-feature-cache", action="store_true", help="compute frozen-encoder features in memory only")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars and the per-experience log lines")
+    parser.add_argument("--threads", type=_positive_int, metavar="N",
+                        help="CPU threads for torch (default: 1 for images of at most 32x32 pixels on the CPU, "
+                             "where a thread pool only adds overhead; else one per core)")
 
 
 def _positive_int(text: str) -> int:
@@ -101,7 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.debug:
         warnings.formatwarning = lambda message, *_, **__: f"clbench: warning: {message}\n"
     try:
-        return {"list": _list, "run": _run, "data": _data, "leaderboard": _leaderboard}[args.command](args)
+        commands = {"list": _list, "run": _run, "sweep": _sweep, "reproduce": _reproduce, "data": _data,
+                    "leaderboard": _leaderboard}
+        return commands[args.command](args)
     except ClbenchError as exc:
         if args.debug:
             raise
@@ -109,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"clbench: error: {exc}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        resume = " (finished experiences are saved: the same command resumes)" if args.command == "run" else ""
+        resume = " (finished experiences are saved: the same command resumes)" if args.command in ("run", "sweep") else ""
         print(f"clbench: interrupted{resume}", file=sys.stderr)
         return 130
 
@@ -145,13 +186,11 @@ def _yes(flag: bool) -> str:
 def _run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    import torch
-
     from clbench import leaderboard
-    from clbench.device import cpu_threads, resolve_device, set_deterministic
+    from clbench.device import resolve_device
     from clbench.feature_cache import FeatureCache
     from clbench.learner import get_learner
-    from clbench.orchestration import RunOptions, run_and_store
+    from clbench.orchestration import RunOptions, configure_torch, run_and_store
     from clbench.overrides import parse_seeds, parse_settings, route_settings
     from clbench.scenario import ScenarioSpec, build_scenario, load_spec
 
@@ -172,10 +211,7 @@ def _run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     scenario = build_scenario(spec, args.data_root, args.cache_dir)
     cache = None if args.no_feature_cache else FeatureCache(cache_root / "features")
-    if args.deterministic:
-        set_deterministic()
-    side = spec.image_size or scenario.dataset.partition("train").images.shape[-1]
-    torch.set_num_threads(cpu_threads(args.threads, (side, side), device))
+    configure_torch(scenario, device, args.threads, args.deterministic)
 
     options = RunOptions(device, cache_root / "checkpoints", path, cache, resume=not args.no_resume,
                          progress=not args.no_progress)
@@ -252,11 +288,52 @@ def _data(args: argparse.Namespace) -> int:
     return 1 if status.failed(entries, required=bool(args.prepare)) else 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from clbench import leaderboard
+    from clbench.recipes import load_jobs
+    from clbench.sweep import Worker, sweep
+
+    path = args.leaderboard or leaderboard.default_path()
+    worker = Worker(device=args.device, data_root=args.data_root, cache_dir=args.cache_dir and str(args.cache_dir),
+                    cache_root=str(_cache_root(args)), feature_cache=not args.no_feature_cache, threads=args.threads,
+                    progress=not args.no_progress and args.workers == 1 and args.backend == "local")
+    jobs = load_jobs(args.recipes, args.filter)
+    summary = sweep(jobs, path, worker, args.backend, args.workers, args.force, args.address, args.gpus_per_run,
+                    report=lambda line: print(line, flush=True))
+    print(f"\n{len(jobs)} run(s) in the recipes: {len(summary.done)} done, {summary.skipped} skipped (already in "
+          f"{path}), {len(summary.failed)} failed")
+    for outcome in summary.failed:
+        print(f"  failed twice: {outcome.job.label}: {outcome.error}")
+    return 1 if summary.failed else 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from clbench import leaderboard
+    from clbench.reproduce import describe, find_row, reproduce
+
+    row = find_row(args.leaderboard or leaderboard.default_path(), args.run_id)
+    check = reproduce(row, args.data_root, _cache_root(args), args.device, args.threads)
+    print("\n".join(describe(check)))
+    return 0 if check.ok else 1
+
+
 def _leaderboard(args: argparse.Namespace) -> int:
     from clbench import leaderboard
 
-    frame = leaderboard.read(args.leaderboard or leaderboard.default_path())
-    print(leaderboard.render(leaderboard.aggregate(frame), args.format))
+    path = args.leaderboard or leaderboard.default_path()
+    if args.write:
+        from clbench.report import write_site
+
+        written = write_site(path, args.write)
+        print(f"{len(written)} file(s) written to {args.write}")
+        return 0
+    frame = leaderboard.read(path)
+    if args.format == "html":
+        from clbench.report import html_page
+
+        print(html_page(frame), end="")
+    else:
+        print(leaderboard.render(leaderboard.aggregate(frame), args.format), end="\n" if args.format != "csv" else "")
     if args.plot:
         from clbench.plots import plot_leaderboard
 

@@ -18,6 +18,13 @@ _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "localhost"
 _TEMPORARY = re.compile(r"^\..+\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]+)\.[a-z0-9_]+\.tmp$")
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def marked_read_only(folder: Path) -> bool:
     """True if the nearest existing folder has no write permission bit at all: a data folder shared
     read-only is left alone even by root, whom the kernel would let write."""
@@ -72,6 +79,7 @@ class AtomicFile:
         remove_orphaned_temporaries(self.path.parent)
         prefix = f".{self.path.name}.{os.getpid()}@{_HOST}."
         fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=prefix, suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~_umask())  # the mode a plain open() would give, not mkstemp's private 0600
         os.close(fd)
         self.tmp = Path(name)
 

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from clbench import __version__, metrics
+from clbench import __version__, metrics, stats
 from clbench.leaderboard_file import COLUMNS, append_rows, check_writable, default_path, read  # noqa: F401
 from clbench.runner import RunResult
 from clbench.scenario import Scenario
@@ -37,7 +37,12 @@ _FIGURES = {
     "core50-nic": _FULL_TEST_SET,
 }
 FIGURE_COLUMNS = tuple(dict.fromkeys(c for f in (_MATRIX_FIGURES, *_FIGURES.values()) for c in f.values()))
-"""Every column some protocol reports: the columns `aggregate` averages over seeds."""
+"""Every column some protocol reports."""
+
+COST_COLUMNS = ("train_seconds", "eval_seconds", "feature_seconds", "samples_per_second", "peak_memory_mb", "state_mb",
+                "n_parameters")
+STAT_COLUMNS = FIGURE_COLUMNS + COST_COLUMNS
+"""The columns `aggregate` gives statistics over seeds of: every figure and every cost."""
 
 GROUP = ["scenario", "scenario_fingerprint", "setting_id", "learner", "learner_config"]
 """Rows are aggregated only within one stream, one setting, one learner and one config."""
@@ -128,51 +133,92 @@ def _legacy_setting_id(overrides: str) -> str:
 
 
 def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds of every figure, per (scenario, stream fingerprint, setting,
-    learner, config), each seed counted once (see `latest_runs`); `attrs["duplicates"]` holds
-    how many rows were set aside as duplicates."""
+    """Statistics over seeds per (scenario, stream fingerprint, setting, learner, config), each seed
+    counted once (see `latest_runs`): for every figure and cost column its `_mean`, `_std` and
+    `_ci95` (half-width of the Student-t 95% interval), the number of `seeds`, and the `rank`
+    within the setting by its headline figure, `tied` where the difference from the group's best
+    is not significant over seeds (`stats.rank`). `attrs["duplicates"]` holds how many rows were
+    set aside as duplicates."""
     runs, duplicates = latest_runs(frame)
+    runs = runs.assign(**{c: pd.to_numeric(runs[c]) if c in runs else math.nan for c in STAT_COLUMNS})
     grouped = runs.groupby(GROUP, sort=False, dropna=False)
     out = grouped.agg(protocol=("protocol", "first"), scenario_overrides=("scenario_overrides", "first"),
-                      seeds=("seed", "nunique"), **{f"{c}_mean": (c, "mean") for c in FIGURE_COLUMNS},
-                      **{f"{c}_std": (c, "std") for c in FIGURE_COLUMNS}, train_seconds=("train_seconds", "mean"))
+                      seeds=("seed", "nunique"),
+                      **{f"{c}_{name}": (c, how) for c in STAT_COLUMNS for name, how in _STATISTICS.items()})
     out = out.reset_index()
+    values = [dict(zip(rows["seed"], rows[_headline(rows["protocol"].iloc[0])])) for _, rows in grouped]
+    out["rank"], out["tied"] = 0, False
+    for _, group in out.groupby(["scenario", "scenario_fingerprint", "setting_id"], sort=False, dropna=False):
+        for index, (place, tied) in zip(group.index, stats.rank([values[i] for i in group.index])):
+            out.loc[index, ["rank", "tied"]] = place, tied
     out.attrs["duplicates"] = duplicates
     return out
 
 
+_STATISTICS = {"mean": "mean", "std": "std", "ci95": stats.ci95}
+
+
+def _headline(protocol: str) -> str:
+    return next(iter(figures(protocol).values()))
+
+
+RANK_NOTE = ("rank: by the headline (first figure); '=' marks learners not significantly different from the best "
+             "of their group (two-sided t-test over seeds at 5%: paired on shared seeds, else Welch's); figures are "
+             "mean ± std over seeds, the headline's 95% CI is Student-t")
+
+
 def render(summary: pd.DataFrame, fmt: str = "text") -> str:
-    """The aggregated runs as text, Markdown or HTML: one table per (scenario, stream, setting),
-    titled with the setting, showing its protocol's figures (mean ± std over seeds; few-shot
-    episodes: accuracy ± the runs' mean 95% CI, and the std over seeds), best headline first."""
+    """The aggregated runs as text, Markdown, HTML tables or CSV. Text, Markdown and HTML: one table
+    per (scenario, stream, setting), titled with the setting, best headline first, with the rank,
+    the protocol's figures (mean ± std over seeds; few-shot episodes: accuracy ± the runs' mean
+    95% CI, and the std over seeds) and the headline's 95% CI over seeds. CSV: every column of
+    `aggregate`, one line per (setting, learner, config)."""
+    if fmt == "csv":
+        return summary.to_csv(index=False, lineterminator="\n")
     from tabulate import tabulate
 
     if summary.empty:
         return "no finished runs in the leaderboard"
-    configs = config_labels(summary)
     sections = []
-    for (scenario, fingerprint, setting), group in summary.groupby(["scenario", "scenario_fingerprint", "setting_id"],
-                                                                     dropna=False):
-        protocol = group["protocol"].iloc[0]
-        headline = next(iter(figures(protocol).values()))
-        group = group.sort_values(f"{headline}_mean", ascending=False, na_position="last")
-        table = pd.DataFrame({"learner": group["learner"], "config": configs[group.index].replace("", "-"),
-                              "seeds": group["seeds"], **_figure_cells(protocol, group),
-                              "train s": group["train_seconds"].round(2)})
-        title = (f"{setting_label(scenario, group['scenario_overrides'].iloc[0])} · {protocol} · "
-                 f"stream {str(fingerprint)[:8]} · setting {setting}")
+    for _, title, table in tables(summary):
         if fmt == "html":
             sections.append(f"<h4>{html.escape(title)}</h4>\n{table.to_html(index=False)}")
         else:
             style = "github" if fmt == "markdown" else "simple"
             body = tabulate(table, headers="keys", tablefmt=style, showindex=False, disable_numparse=True)
             sections.append(f"{'#### ' if fmt == 'markdown' else ''}{title}\n\n{body}")
-    duplicates = summary.attrs.get("duplicates", 0)
-    if duplicates:
-        note = (f"{duplicates} duplicate run(s) set aside: same setting, learner, config and seed as a newer row "
-                "(each seed counts once)")
-        sections.append(f"<p>{note}</p>" if fmt == "html" else note)
+    sections.extend(f"<p>{note}</p>" if fmt == "html" else note for note in notes(summary))
     return "\n\n".join(sections)
+
+
+def notes(summary: pd.DataFrame) -> list[str]:
+    """The lines printed under the tables: how ranks are made, and duplicates set aside."""
+    duplicates = summary.attrs.get("duplicates", 0)
+    return [RANK_NOTE] + ([f"{duplicates} duplicate run(s) set aside: same setting, learner, config and seed as a "
+                           "newer row (each seed counts once)"] if duplicates else [])
+
+
+def tables(summary: pd.DataFrame) -> list[tuple[tuple[str, str, str], str, pd.DataFrame]]:
+    """(key, title, table of text cells) per key (scenario, stream fingerprint, setting), in a stable
+    order; the title names the scenario and its overrides, the protocol, the stream and the setting,
+    and a learner's configs are labelled by what differs among them in that table."""
+    out = []
+    for key, group in summary.groupby(["scenario", "scenario_fingerprint", "setting_id"], dropna=False):
+        scenario, fingerprint, setting = key
+        configs = config_labels(group)
+        protocol = group["protocol"].iloc[0]
+        headline = _headline(protocol)
+        group = group.sort_values(["rank", f"{headline}_mean"], ascending=[True, False], na_position="last", kind="stable")
+        ci = [f"[{m - h:.2f}, {m + h:.2f}]" if not pd.isna(h) else "-"
+              for m, h in zip(group[f"{headline}_mean"], group[f"{headline}_ci95"])]
+        table = pd.DataFrame({"rank": [f"={r}" if t else str(r) for r, t in zip(group["rank"], group["tied"])],
+                              "learner": group["learner"], "config": configs[group.index].replace("", "-"),
+                              "seeds": group["seeds"], **_figure_cells(protocol, group), "95% CI": ci,
+                              "train s": group["train_seconds_mean"].round(2)})
+        title = (f"{setting_label(scenario, group['scenario_overrides'].iloc[0])} · {protocol} · "
+                 f"stream {str(fingerprint)[:8]} · setting {setting}")
+        out.append((key, title, table))
+    return out
 
 
 def _figure_cells(protocol: str, group: pd.DataFrame) -> dict[str, list[str]]:

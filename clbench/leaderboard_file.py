@@ -52,6 +52,8 @@ JSON_COLUMNS = {  # column -> the JSON type its cell must hold (null allowed whe
     "accuracy_curve": (list,), "untrained_accuracy": (list, type(None)), "client_accuracy": (list, type(None)),
 }
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_QUOTE = "'"
+_HEAD_BYTES = 1 << 16
 _SHOWN_PROBLEMS = 5
 
 
@@ -76,22 +78,36 @@ def check_writable(path: Path) -> None:
         raise ClbenchError(f"cannot write the leaderboard at {path}: {target} is not writable")
     if path.exists():
         with _locked(path, exclusive=False) as fd:
-            _header(os.pread(fd, 1 << 16, 0), path)
+            _header(os.pread(fd, _HEAD_BYTES, 0), path)
 
 
 def _cell(value: Any) -> str:
     """Text of one cell: NaN is empty, a line break becomes a space (a row is one line), and a
-    string that a spreadsheet would run as a formula is neutralised."""
+    string that a spreadsheet would run as a formula (or that begins with the quote marking one)
+    gets a leading `'`, which `read` removes again."""
     if isinstance(value, float) and math.isnan(value):
         return ""
     text = str(value).replace("\r", " ").replace("\n", " ")
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + text
+    if isinstance(value, str) and value.startswith(_FORMULA_START + (_QUOTE,)):
+        return _QUOTE + text
     return text
 
 
+def _uncell(text: str) -> str:
+    """The value a cell was written from: without the `'` that `_cell` put before a formula."""
+    return text[1:] if text.startswith(_QUOTE) else text
+
+
 def _cells(row: dict[str, Any]) -> dict[str, str]:
-    return {column: _cell(value) for column, value in row.items()}
+    unknown = [column for column in row if column not in COLUMNS]
+    if unknown:
+        raise ClbenchError(f"a leaderboard row has unknown column(s) {', '.join(map(repr, unknown))}; "
+                           f"the columns are clbench.leaderboard.COLUMNS")
+    record = {column: _cell(value) for column, value in row.items()}
+    problem = _problem({column: _uncell(text) for column, text in record.items()})
+    if problem:
+        raise ClbenchError(f"refusing to append a malformed leaderboard row: {problem}")
+    return record
 
 
 def _lines(records: list[dict[str, str]], columns: tuple[str, ...], header: bool) -> bytes:
@@ -162,21 +178,31 @@ def _parse_line(raw: bytes, header: list[str]) -> tuple[dict[str, str] | None, s
         return None, f"broken quoting ({exc})"
     if len(cells) != len(header):
         return None, f"{len(cells)} cells, the header has {len(header)}"
-    record = dict(zip(header, cells))
+    record = {column: _uncell(cell) for column, cell in zip(header, cells)}
+    problem = _problem(record)
+    return (None, problem) if problem else (record, "")
+
+
+def _problem(record: dict[str, str]) -> str:
+    """What is wrong with a record of cell texts against the schema ("" if nothing): an empty
+    identity cell, a numeric cell that is not a number, a JSON cell of the wrong kind."""
+    empty = [column for column in IDENTITY_COLUMNS if column in record and not record[column].strip()]
+    if empty:
+        return f"{empty[0]} is empty"
     for column in NUMERIC_COLUMNS:
         value = record.get(column, "")
         try:
             float(value or "nan")
         except ValueError:
-            return None, f"{column} holds {value[:20]!r}, not a number"
+            return f"{column} holds {value[:20]!r}, not a number"
     for column, kinds in JSON_COLUMNS.items():
         value = record.get(column, "")
         try:
             if value and not isinstance(json.loads(value), kinds):
                 raise ValueError
         except ValueError:
-            return None, f"{column} is not a JSON {kinds[0].__name__}"
-    return record, ""
+            return f"{column} is not a JSON {kinds[0].__name__}"
+    return ""
 
 
 def _records(content: bytes, header: list[str]) -> tuple[list[dict[str, str]], list[tuple[int, bytes, str]]]:
@@ -233,31 +259,46 @@ def append_rows(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
     check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path, exclusive=True) as fd:
-        content = _content(fd)
-        header = _header(content, path)
+        size = os.fstat(fd).st_size
+        header = _header(os.pread(fd, _HEAD_BYTES, 0), path)
         cells = [_cells(row) for row in rows]
         if header is None:  # a new (or blank) file
             os.ftruncate(fd, 0)
             _write_all(fd, path, 0, _lines(cells, COLUMNS, header=True))
         elif tuple(header[: len(COLUMNS)]) != COLUMNS:
-            _rewrite(path, content, header, cells)
+            _rewrite(path, _content(fd), header, cells)
         else:
-            start = _repair_tail(fd, path, content, header)
+            start = _repair_tail(fd, path, size, header)
             _write_all(fd, path, start, _lines(cells, tuple(header), header=False))
 
 
-def _repair_tail(fd: int, path: Path, content: bytes, header: list[str]) -> int:
+def _last_line(fd: int, size: int) -> tuple[bytes, bool]:
+    """The bytes after the file's last line end (b"" when it ends with one), read backwards from
+    the end so that an append costs the same however long the file is; and whether they are the
+    first line (no line end at all)."""
+    end, tail = size, b""
+    while end > 0:
+        start = max(0, end - _HEAD_BYTES)
+        tail = os.pread(fd, end - start, start) + tail
+        cut = tail.rfind(b"\n")
+        if cut >= 0:
+            return tail[cut + 1:], False
+        end = start
+    return tail, True
+
+
+def _repair_tail(fd: int, path: Path, size: int, header: list[str]) -> int:
     """Make the file end at a line end, and return its size: a last line without its newline is
-    kept if it is a whole row, else (a write cut short) moved to `set_aside_path`."""
-    if content.endswith(b"\n"):
-        return len(content)
-    cut = content.rfind(b"\n") + 1
-    if cut == 0 or _parse_line(content[cut:], header)[0] is not None:  # the header alone, or a whole row
+    kept if it is the header or a whole row, else (a write cut short) moved to `set_aside_path`."""
+    tail, first = _last_line(fd, size)
+    if not tail:
+        return size
+    if first or _parse_line(tail, header)[0] is not None:
         os.write(fd, b"\n")
-        return len(content) + 1
-    _set_aside(path, [content[cut:]], "an incomplete last line (a write cut short)")
-    os.ftruncate(fd, cut)
-    return cut
+        return size + 1
+    _set_aside(path, [tail], "an incomplete last line (a write cut short)")
+    os.ftruncate(fd, size - len(tail))
+    return size - len(tail)
 
 
 def _write_all(fd: int, path: Path, start: int, data: bytes) -> None:
@@ -281,7 +322,7 @@ def _rewrite(path: Path, content: bytes, header: list[str], rows: list[dict[str,
         _set_aside(path, [raw for _, raw, _ in bad], f"{len(bad)} unreadable line(s) of the older file ({_describe(bad)})")
     columns = COLUMNS + tuple(c for c in header if c not in COLUMNS)
     with AtomicFile(path) as tmp:
-        tmp.write_bytes(_lines(records + rows, columns, header=True))
+        tmp.write_bytes(_lines([{c: _cell(v) for c, v in r.items()} for r in records] + rows, columns, header=True))
 
 
 def _set_aside(path: Path, lines: list[bytes], what: str) -> None:

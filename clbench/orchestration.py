@@ -1,7 +1,8 @@
-"""One learner x one seed on one scenario -> a checkpointed run -> a stored leaderboard row.
+"""One learner x one seed on one scenario -> a checkpointed run -> a leaderboard row.
 
-`clbench run` (and any other driver of many runs) goes through `run_and_store`, so resuming,
-locking, row-making and appending happen the same way everywhere.
+`clbench run`, `clbench sweep` (in-process, in worker processes or as Ray tasks) and `clbench
+reproduce` all go through `run_and_store`, so resuming, locking, row-making and appending happen
+the same way everywhere.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 
 from clbench import leaderboard, runner
 from clbench.checkpoint import Checkpoint, run_key
+from clbench.device import cpu_threads, set_deterministic
 from clbench.feature_cache import FeatureCache
 from clbench.learner import Learner
 from clbench.scenario import Scenario
@@ -25,17 +27,28 @@ class RunOptions:
 
     device: torch.device
     checkpoints: Path
-    leaderboard: Path
+    leaderboard: Path | None
+    """Where the row is appended; None: the caller stores it (a sweep's driver, a reproduction)."""
     feature_cache: FeatureCache | None = None
     resume: bool = True
     progress: bool = True
 
 
+def configure_torch(scenario: Scenario, device: torch.device, threads: int | None = None,
+                    deterministic: bool = False) -> None:
+    """Set torch up for runs on `scenario`: the CPU thread count (`device.cpu_threads`) and, if
+    asked, deterministic algorithms."""
+    if deterministic:
+        set_deterministic()
+    side = scenario.spec.image_size or scenario.dataset.partition("train").images.shape[-1]
+    torch.set_num_threads(cpu_threads(threads, (side, side), device))
+
+
 def run_and_store(scenario: Scenario, learner_cls: type[Learner], config: dict[str, Any], seed: int,
                   options: RunOptions) -> dict[str, Any]:
     """Run `learner_cls(**config)` with `seed` (resuming its checkpoint unless told not to), append its
-    row to the leaderboard, remove the checkpoint, and return the row; the run's lock is held
-    throughout, so no identical run can resume or replay its checkpoint meanwhile."""
+    row to `options.leaderboard` (if given), remove the checkpoint, and return the row; the run's lock
+    is held throughout, so no identical run can resume or replay its checkpoint meanwhile."""
     checkpoint = Checkpoint(options.checkpoints, run_key(scenario, learner_cls, config, seed, options.device))
     with checkpoint.claim():  # an identical run started meanwhile stops at once, naming this one
         if not options.resume:
@@ -43,6 +56,7 @@ def run_and_store(scenario: Scenario, learner_cls: type[Learner], config: dict[s
         result = runner.run(scenario, learner_cls, config, seed=seed, device=options.device,
                             progress=options.progress, feature_cache=options.feature_cache, checkpoint=checkpoint)
         row = leaderboard.make_row(result, scenario, learner_cls.wants)
-        leaderboard.append_rows(options.leaderboard, [row])
+        if options.leaderboard is not None:
+            leaderboard.append_rows(options.leaderboard, [row])
         checkpoint.remove()
     return row

@@ -1,18 +1,20 @@
-"""Pictures of the leaderboard, one set per (scenario, stream, setting): accuracy curves, or for
-few-shot episodes a bar chart with CI bars, and accuracy-matrix heatmaps."""
+"""Pictures of the leaderboard, one set per (scenario, stream, setting): accuracy curves with 95% CI
+bands, or for few-shot episodes a bar chart with CI bars, and accuracy-matrix heatmaps."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import pandas as pd
 
 from clbench.leaderboard import config_labels, latest_runs, setting_label
+from clbench.stats import ci95
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -28,48 +30,56 @@ def _short_hash(*parts: object) -> str:
 
 
 def plot_leaderboard(frame: pd.DataFrame, folder: str | Path) -> list[Path]:
-    """Write the plots of every (scenario, stream fingerprint, setting) of `frame` into `folder`,
-    each seed of a (setting, learner, config) counted once (`leaderboard.latest_runs`):
-    `<scenario>-<id>-curves.png` (accuracy on all test data seen so far after each experience,
-    mean ± std over seeds per learner and config), or `<scenario>-<id>-episodes.png` for few-shot
-    episodes (mean episode accuracy per learner with the runs' 95% CI as error bars), and one
-    `<scenario>-<id>-<learner>[-<config id>]-matrix.png` heatmap (mean accuracy matrix) per learner
-    and config where there are at least two experiences. `<id>` is a short hash of the stream
-    fingerprint and the setting. Returns the written paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """Write the plots of `frame` (see `figures`) into `folder` as `<name>.png`; returns the paths."""
     import matplotlib.pyplot as plt
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    runs, _ = latest_runs(frame)
-    runs = runs.assign(config_label=config_labels(runs))
     written = []
-
-    def save(fig: Figure, name: str) -> None:
+    for _, name, fig in figures(frame):
         written.append(folder / f"{name}.png")
-        fig.savefig(written[-1], dpi=120, bbox_inches="tight")
+        save_png(fig, written[-1])
         plt.close(fig)
+    return written
 
-    for (scenario, fingerprint, setting), group in runs.groupby(["scenario", "scenario_fingerprint", "setting_id"],
-                                                                 sort=False, dropna=False):
+
+def save_png(fig: Figure, target: str | Path | BinaryIO) -> None:
+    """A figure as PNG, with no metadata that changes from one rendering to the next."""
+    fig.savefig(target, format="png", dpi=120, bbox_inches="tight", metadata={"Software": None})
+
+
+def figures(frame: pd.DataFrame) -> Iterator[tuple[tuple[str, str, str], str, Figure]]:
+    """The plots of every (scenario, stream fingerprint, setting) of `frame`, each seed of a
+    (setting, learner, config) counted once (`leaderboard.latest_runs`), as (setting key, name,
+    figure): `<scenario>-<id>-curves` (accuracy on all test data seen so far after each experience,
+    the mean over seeds per learner and config with its Student-t 95% CI as a band), or
+    `<scenario>-<id>-episodes` for few-shot episodes (mean episode accuracy per learner with the
+    runs' 95% CI as error bars), and one `<scenario>-<id>-<learner>[-<config id>]-matrix` heatmap
+    (mean accuracy matrix) per learner and config where there are at least two experiences. `<id>`
+    is a short hash of the stream fingerprint and the setting; configs are labelled by what differs
+    among a learner's configs in that setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    runs, _ = latest_runs(frame)
+    for key, group in runs.groupby(["scenario", "scenario_fingerprint", "setting_id"], sort=False, dropna=False):
+        scenario, fingerprint, setting = key
+        group = group.assign(config_label=config_labels(group))
         stem = f"{_safe(str(scenario))}-{_short_hash(fingerprint, setting)}"
         title = f"{setting_label(scenario, group['scenario_overrides'].iloc[0])}\n{group['protocol'].iloc[0]}, setting {setting}"
         by_config = list(group.groupby(["learner", "learner_config"], sort=False))
         if group["protocol"].iloc[0] == "episodes":
-            save(_episode_bars(by_config, title), f"{stem}-episodes")
+            yield key, f"{stem}-episodes", _episode_bars(by_config, title)
         else:
-            save(_curves(by_config, title), f"{stem}-curves")
+            yield key, f"{stem}-curves", _curves(by_config, title)
         several = group.groupby("learner")["learner_config"].nunique()
         for (learner, config), rows in by_config:
             matrices = [json.loads(m) for m in rows["accuracy_matrix"].dropna()]
             if not matrices or len({np.shape(m) for m in matrices}) != 1 or np.ndim(matrices[0]) != 2 or len(matrices[0]) < 2:
                 continue
             suffix = f"-{_short_hash(config)}" if several[learner] > 1 else ""
-            save(_heatmap(np.asarray(matrices, dtype=float), f"{title}\n{_name(rows)}"),
-                 f"{stem}-{_safe(str(learner))}{suffix}-matrix")
-    return written
+            yield key, f"{stem}-{_safe(str(learner))}{suffix}-matrix", \
+                _heatmap(np.asarray(matrices, dtype=float), f"{title}\n{_name(rows)}")
 
 
 def _ticks(count: int, first: int = 0) -> np.ndarray:
@@ -87,16 +97,20 @@ def _curves(by_config: list, title: str) -> Figure:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
+    if len(by_config) > 10:  # the default cycle repeats after ten colours
+        ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)
     for _, rows in by_config:
         curves = [json.loads(c) for c in rows["accuracy_curve"].dropna()]
         if not curves or len({len(c) for c in curves}) != 1 or not curves[0]:
             continue
         curves = np.asarray(curves, dtype=float)
         steps = np.arange(1, curves.shape[1] + 1)
-        mean, std = curves.mean(0), curves.std(0)
+        mean, half = curves.mean(0), np.array([ci95(column) for column in curves.T])
         ax.plot(steps, mean, marker="o", label=_name(rows))
-        ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
-    ax.set(xlabel="experiences trained", ylabel="accuracy on all seen test data (%)", title=title, ylim=(0, 100))
+        if not np.isnan(half).all():
+            ax.fill_between(steps, mean - half, mean + half, alpha=0.2)
+    ax.set(xlabel="experiences trained", ylabel="accuracy on all seen test data (%), band: 95% CI",
+           title=title, ylim=(0, 100))
     if ax.lines:
         ax.set_xticks(_ticks(len(ax.lines[0].get_xdata()), first=1))
     if ax.get_legend_handles_labels()[0]:

@@ -212,6 +212,15 @@ class _ProgressLog:
                   file=sys.stderr, flush=True)
 
 
+def batches(order: torch.Tensor, size: int) -> tuple[torch.Tensor, ...]:
+    """`order` cut into mini-batches of `size`; a last batch of a single sample joins the one before it
+    (batch norm cannot train on one sample), so every sample is still fed exactly once."""
+    parts = order.split(size)
+    if len(parts) > 1 and len(parts[-1]) == 1:
+        parts = (*parts[:-2], torch.cat(parts[-2:]))
+    return parts
+
+
 class _Trainer:
     """The data loop the runner owns: epochs, shuffling, batches, boundaries, timing."""
 
@@ -247,7 +256,7 @@ class _Trainer:
             guard(learner, "begin_experience", exp.index, learner.begin_experience, info)
         for _ in range(self.spec.epochs):
             order = train_index[torch.randperm(len(train_index), generator=self.generator).to(self.device)]
-            for batch in order.split(self.spec.batch_size):
+            for batch in batches(order, self.spec.batch_size):
                 x, y = self.inputs.batch("train", batch, augment), self.inputs.y_train[batch]
                 guard(learner, "learn", exp.index, learner.learn, x, y, task)
                 self.samples_seen += len(batch)

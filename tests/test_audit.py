@@ -1,5 +1,5 @@
-"""The malformed-input audit: every bad input a user can give (command line, scenario specs, data
-files, leaderboard files, plugins, checkpoints, non-finite or out-of-domain values, files torn by a
+"""The malformed-input audit: every bad input a user can give (command line, scenario specs, recipe
+files, rows to reproduce, data files, leaderboard files, plugins, checkpoints, non-finite or out-of-domain values, files torn by a
 killed write) ends in ONE clear line on stderr, never a traceback, leaves the leaderboard exactly as
 it was and leaves nothing half-written behind."""
 
@@ -77,6 +77,30 @@ def _spec(text: bytes | str) -> Callable[[Path], list[str]]:
 
 def _board(text: bytes | str) -> Callable[[Path], list[str]]:
     return lambda tmp: ["leaderboard", "--leaderboard", str(_write(tmp / "board.csv", text))]
+
+
+def _recipe(text: bytes | str, *options: str) -> Callable[[Path], list[str]]:
+    return lambda tmp: ["sweep", str(_write(tmp / "recipes" / "bad.toml", text).parent), *options]
+
+
+GOOD_RECIPE = 'scenario = "split-digits"\nlearner = "nmc"\nseeds = [0]\n'
+
+
+def _two_recipes_one_run(tmp: Path) -> list[str]:
+    _write(tmp / "recipes" / "a.toml", GOOD_RECIPE)
+    _write(tmp / "recipes" / "b.toml", GOOD_RECIPE)
+    return ["sweep", str(tmp / "recipes")]
+
+
+def _reproduce(**changes: str) -> Callable[[Path], list[str]]:
+    """`clbench reproduce` of a copy of the board's row with some cells changed, in another CSV."""
+    def setup(tmp: Path) -> list[str]:
+        from clbench import leaderboard
+        row = leaderboard.read(tmp / "board" / "leaderboard.csv").iloc[0].to_dict()
+        other = tmp / "other.csv"
+        leaderboard.append_rows(other, [{**{c: row[c] for c in leaderboard.COLUMNS}, "run_id": "abc123", **changes}])
+        return ["reproduce", "abc123", "--leaderboard", str(other)]
+    return setup
 
 
 def _run(*args: str) -> Callable[[Path], list[str]]:
@@ -178,6 +202,34 @@ CASES: dict[str, Callable[[Path], list[str]]] = {
     "plugin-diverging": _plugin(DIVERGING, "Diverging"),
     # data files that would run code
     "pickle-runs-code": _evil_cifar,
+    # recipe files and sweeps
+    "recipe-invalid-toml": _recipe("seeds = [0,\n"),
+    "recipe-binary": _recipe(bytes(range(256))),
+    "recipe-unknown-learner": _recipe(GOOD_RECIPE.replace('"nmc"', '"nope"')),
+    "recipe-unknown-scenario": _recipe(GOOD_RECIPE.replace("split-digits", "nope")),
+    "recipe-missing-learner": _recipe('scenario = "split-digits"\nseeds = [0]\n'),
+    "recipe-unknown-key": _recipe(GOOD_RECIPE + "colour = 3\n"),
+    "recipe-seeds-not-a-list": _recipe(GOOD_RECIPE.replace("[0]", "3")),
+    "recipe-seeds-empty": _recipe(GOOD_RECIPE.replace("[0]", "[]")),
+    "recipe-seeds-repeated": _recipe(GOOD_RECIPE.replace("[0]", "[1, 1]")),
+    "recipe-seed-negative": _recipe(GOOD_RECIPE.replace("[0]", "[-1]")),
+    "recipe-seed-text": _recipe(GOOD_RECIPE.replace("[0]", '["zero"]')),
+    "recipe-settings-not-a-table": _recipe(GOOD_RECIPE + 'settings = "epochs=2"\n'),
+    "recipe-unknown-setting": _recipe(GOOD_RECIPE + "[settings]\ncolour = 3\n"),
+    "recipe-bad-setting-value": _recipe(GOOD_RECIPE + "[settings]\nepochs = 0\n"),
+    "recipe-unknown-hyperparameter": _recipe(GOOD_RECIPE + "[hyperparameters]\nlr = 0.1\n"),
+    "recipe-bad-hyperparameter": _recipe(GOOD_RECIPE.replace('"nmc"', '"finetune"') + '[hyperparameters]\nlr = "fast"\n'),
+    "recipes-define-one-run-twice": _two_recipes_one_run,
+    "recipes-missing": lambda tmp: ["sweep", str(tmp / "no-such-folder")],
+    "recipes-empty-folder": lambda tmp: ["sweep", str((tmp / "empty").mkdir() or tmp / "empty")],
+    "recipes-filter-matches-nothing": _recipe(GOOD_RECIPE, "--filter", "nothing*"),
+    "sweep-to-foreign-csv": lambda tmp: [*_recipe(GOOD_RECIPE)(tmp), "--leaderboard",
+                                         str(_write(tmp / "foreign.csv", "name,score\nx,1\n"))],
+    # reproducing a row
+    "reproduce-unknown-run": lambda tmp: ["reproduce", "nope"],
+    "reproduce-data-missing": _reproduce(scenario="split-cifar100", scenario_overrides="{}"),
+    "reproduce-learner-gone": _reproduce(learner="gone_plugin:Gone"),
+    "reproduce-weights-missing": _reproduce(scenario_overrides='{"weights": "missing.pt"}'),
 }
 
 
@@ -201,8 +253,9 @@ def test_bad_input_is_one_line(case, tmp_path, board, monkeypatch, capsys) -> No
     before = board.read_bytes()
     capsys.readouterr()
     argv = CASES[case](tmp_path)
-    if argv[0] == "run":
-        argv = [*argv, "--no-progress"] + ([] if "--leaderboard" in argv else ["--leaderboard", str(board)])
+    if argv[0] in ("run", "sweep", "reproduce"):
+        argv = [*argv, *(["--no-progress"] if argv[0] != "reproduce" else [])] + \
+            ([] if "--leaderboard" in argv else ["--leaderboard", str(board)])
     status = main(argv)
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]

@@ -181,3 +181,16 @@ def test_a_closed_pipe_ends_the_listing_quietly(tmp_path):
     reader = subprocess.run(f"{sys.executable} -c '{script}' list | head -1", shell=True, capture_output=True,
                             text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert reader.stdout.startswith("Learners") and "Traceback" not in reader.stderr and "Error" not in reader.stderr
+
+
+def test_the_leaderboard_prints_text_markdown_csv_and_a_whole_page(capsys, leaderboard_path):
+    assert run_cli("--learner", "nmc", "--seed", "0,1", "--set", "n_experiences=2", board=leaderboard_path) == 0
+    shown = {}
+    for fmt in ("text", "markdown", "csv", "html"):
+        capsys.readouterr()
+        assert main(["leaderboard", "--leaderboard", str(leaderboard_path), "--format", fmt]) == 0
+        shown[fmt] = capsys.readouterr().out
+    assert "rank" in shown["text"] and "#### split-digits" in shown["markdown"]
+    assert shown["csv"].splitlines()[0].startswith("scenario,scenario_fingerprint,setting_id,learner,learner_config")
+    assert "final_accuracy_ci95" in shown["csv"] and len(shown["csv"].splitlines()) == 2
+    assert shown["html"].startswith("<!DOCTYPE html>") and shown["html"].rstrip().endswith("</html>")

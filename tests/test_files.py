@@ -108,3 +108,12 @@ def test_usable_folder_refuses_an_unreadable_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "access", lambda path, mode: not mode & os.R_OK)  # as a non-root user would see 0o000
     with pytest.raises(ClbenchError, match=r"^--data-root .* cannot be read \(no permission\)"):
         usable_folder(tmp_path, "--data-root")
+
+
+def test_a_written_file_gets_the_mode_a_plain_open_would_give(tmp_path):
+    target = tmp_path / "out.bin"
+    with AtomicFile(target) as tmp:
+        tmp.write_bytes(b"x")
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(b"x")
+    assert target.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777

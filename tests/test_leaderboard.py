@@ -224,3 +224,22 @@ def test_unwritable_path_is_one_line(tmp_path):
         leaderboard.check_writable(blocker / "sub" / "leaderboard.csv")
     with pytest.raises(ClbenchError, match="is a directory"):
         leaderboard.check_writable(tmp_path)
+
+
+def test_configs_are_labelled_within_their_own_table(row):
+    """Another setting's config of the same learner does not lengthen this table's labels."""
+    other = {**row, "setting_id": "feedbeef0000", "learner_config": json.dumps({"lr": 0.5})}
+    tables = leaderboard.tables(leaderboard.aggregate(pd.DataFrame([row, other])))
+    assert [table["config"].tolist() for _, _, table in tables] == [["-"], ["-"]]
+
+
+def test_ranks_tie_learners_not_significantly_apart_and_show_the_ci(row):
+    rows = [{**row, "learner": learner, "seed": seed, "final_accuracy": acc}
+            for learner, accs in (("best", (90.0, 91.0, 92.0)), ("close", (89.0, 93.0, 90.0)), ("far", (50.0, 51.0, 52.0)))
+            for seed, acc in enumerate(accs)]
+    summary = leaderboard.aggregate(pd.DataFrame(rows)).set_index("learner")
+    assert summary.loc["best", "rank"] == summary.loc["close", "rank"] == 1 and summary.loc["best", "tied"]
+    assert summary.loc["far", "rank"] == 3 and not summary.loc["far", "tied"]
+    assert summary.loc["best", "final_accuracy_ci95"] == pytest.approx(4.3026527 / 3 ** 0.5, abs=1e-5)  # s = 1, n = 3
+    text = leaderboard.render(summary.reset_index())
+    assert "=1" in text and "[88.52, 93.48]" in text  # 91 ± 2.4841

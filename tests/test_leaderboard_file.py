@@ -3,10 +3,12 @@ and malformed lines repaired, set aside or skipped with their line number, forei
 
 from __future__ import annotations
 
+import csv
 import fcntl
 import json
 import multiprocessing
 import os
+import re
 import time
 import warnings
 
@@ -47,27 +49,28 @@ def test_appends_leave_nothing_beside_the_file(leaderboard_path):
 
 
 def _append_many(args):
-    path, n = args
+    path, n, worker = args
     for i in range(n):
-        lf.append_rows(path, [_row(seed=i, accuracy_matrix=json.dumps([[float(i)] * 40] * 40))])
+        lf.append_rows(path, [_row(seed=i, learner=f"w{worker}", accuracy_matrix=json.dumps([[float(i)] * 10] * 10))])
 
 
-def test_concurrent_appends_lose_and_tear_nothing(leaderboard_path):
+def test_eight_processes_appending_200_rows_each_give_1600_intact_rows(leaderboard_path):
     """Starting from an older file: the first append replaces it by a rewritten one (a new inode)
     while the others wait for the lock on the old one."""
     leaderboard_path.parent.mkdir(parents=True)
     leaderboard_path.write_text("seed,learner,scenario,scenario_fingerprint\n-1,old,s,fp\n")
-    with multiprocessing.get_context("spawn").Pool(4) as pool:
-        pool.map(_append_many, [(leaderboard_path, 50)] * 4)
+    with multiprocessing.get_context("spawn").Pool(8) as pool:
+        pool.map(_append_many, [(leaderboard_path, 200, w) for w in range(8)])
     frame = _quiet_read(leaderboard_path)
-    assert len(frame) == 201 and sorted(frame["seed"]) == [-1, *sorted(list(range(50)) * 4)]
-    assert all(len(json.loads(m)) == 40 for m in frame["accuracy_matrix"].dropna())
+    assert len(frame) == 1601 and sorted(frame["seed"]) == [-1, *sorted(list(range(200)) * 8)]
+    assert all(sorted(group["seed"]) == list(range(200)) for _, group in frame[frame["seed"] >= 0].groupby("learner"))
+    assert all(json.loads(m) == [[float(s)] * 10] * 10 for s, m in zip(frame["seed"], frame["accuracy_matrix"]) if s >= 0)
     assert [p.name for p in leaderboard_path.parent.iterdir()] == ["leaderboard.csv"]
 
 
 def _append_when_ready(path, ready, n):
     ready.set()
-    _append_many((path, n))
+    _append_many((path, n, 0))
 
 
 def test_appends_waiting_while_the_file_is_replaced_land_in_the_new_file(leaderboard_path):
@@ -122,10 +125,36 @@ def test_a_whole_last_row_without_its_newline_is_kept(leaderboard_path):
     ({"scenario_overrides": "[1]"}, "scenario_overrides is not a JSON dict"),
 ])
 def test_a_malformed_cell_skips_its_line_with_its_number(leaderboard_path, change, problem):
-    lf.append_rows(leaderboard_path, [_row(seed=0), _row(**{"seed": 1, **change}), _row(seed=2)])
+    lf.append_rows(leaderboard_path, [_row(seed=0)])
+    with open(leaderboard_path, "a", newline="") as f:  # written by hand: append_rows refuses such a row
+        csv.DictWriter(f, lf.COLUMNS, lineterminator="\n").writerow(_row(**{"seed": 1, **change}))
+    lf.append_rows(leaderboard_path, [_row(seed=2)])
     frame, message = _skipped(leaderboard_path)
     assert frame["seed"].tolist() == [0, 2]
     assert f"line 3: {problem}" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("change, problem", [
+    ({"final_accuracy": "high"}, "final_accuracy holds 'high', not a number"),
+    ({"accuracy_matrix": "oops"}, "accuracy_matrix is not a JSON list"),
+    ({"learner": ""}, "learner is empty"),
+    ({"colour": "red"}, "unknown column(s) 'colour'"),
+])
+def test_a_malformed_row_is_refused_on_append_and_nothing_is_written(leaderboard_path, change, problem):
+    lf.append_rows(leaderboard_path, [_row(seed=0)])
+    before = leaderboard_path.read_bytes()
+    with pytest.raises(ClbenchError, match=re.escape(problem)):
+        lf.append_rows(leaderboard_path, [_row(seed=1), _row(**{"seed": 2, **change})])
+    assert leaderboard_path.read_bytes() == before
+
+
+@pytest.mark.parametrize("value", ["=1+2", "+cmd", "-2+3", "@SUM(A1)", "\tx", "'quoted", "''=x", "plain"])
+def test_formula_cells_read_back_as_written(leaderboard_path, value):
+    lf.append_rows(leaderboard_path, [_row(learner=value, device=value)])
+    raw = leaderboard_path.read_bytes().decode().splitlines()[1]
+    assert ("'" + value in raw) == (value != "plain")  # neutralised on disk ...
+    back = _quiet_read(leaderboard_path).iloc[0]
+    assert back["learner"] == value and back["device"] == value  # ... and the original value in clbench
 
 
 @pytest.mark.parametrize("line", [b"just some words", b"a,b,\"unclosed", b"\xff\xfe,not utf-8"])

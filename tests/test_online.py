@@ -63,7 +63,8 @@ def test_every_training_sample_is_shown_exactly_once_in_batches_of_ten():
     expected = torch.as_tensor(scenario.dataset.partition("train").images).long().flatten(1)
     assert len(shown) == len(expected)  # no sample twice, none left out
     assert torch.equal(_sorted_rows(shown), _sorted_rows(expected))
-    assert max(spy.batches) == 10 and spy.calls == ["begin", "end"] * 5 and set(spy.tasks) == {None}
+    assert max(spy.batches) == 11 and sorted(set(spy.batches)) == [3, 6, 10, 11]  # a lone last sample joins its batch
+    assert spy.calls == ["begin", "end"] * 5 and set(spy.tasks) == {None}
 
 
 def test_task_free_gives_no_boundaries_and_no_task():
@@ -97,3 +98,21 @@ def test_online_specs(name, dataset, experiences, backbone):
 def test_online_needs_one_epoch():
     with pytest.raises(ClbenchError, match="epochs must be 1"):
         load_spec("split-digits-online").with_overrides({"epochs": 2})
+
+
+def test_a_single_sample_remainder_joins_the_last_batch():
+    from clbench.runner import batches
+
+    order = torch.arange(21)
+    assert [len(b) for b in batches(order, 10)] == [10, 11]
+    assert [len(b) for b in batches(order, 7)] == [7, 7, 7]
+    assert [len(b) for b in batches(torch.arange(1), 10)] == [1]
+    assert torch.equal(torch.cat(batches(order, 10)), order)  # every sample exactly once, in order
+
+
+def test_finetune_with_batch_norm_trains_online_when_a_batch_of_one_would_remain(tmp_path):
+    from clbench.cli import main
+
+    board = tmp_path / "board.csv"
+    assert main(["run", "--scenario", "split-digits-online", "--learner", "finetune", "--set", "n_experiences=5",
+                 "--no-progress", "--leaderboard", str(board)]) == 0
