@@ -4,11 +4,12 @@ few-shot episodes, heatmaps only for two or more experiences, file names that st
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
-from matplotlib.figure import Figure
 
+from clbench import plots
 from clbench.plots import plot_leaderboard
 
 
@@ -24,15 +25,15 @@ def _row(**changes) -> dict:
 def texts(monkeypatch):
     """The title, x tick labels and legend entries of each saved figure's main axes, by file name."""
     seen = {}
-    save = Figure.savefig
+    save = plots.save_png
 
-    def recording(fig, path, **kwargs):
+    def recording(fig, path):
         ax = fig.axes[0]
         legend = ax.get_legend().get_texts() if ax.get_legend() else []
-        seen[path.name] = [t.get_text() for t in [ax.title, *ax.get_xticklabels(), *legend]]
-        save(fig, path, **kwargs)
+        seen[Path(path).name] = [t.get_text() for t in [ax.title, *ax.get_xticklabels(), *legend]]
+        save(fig, path)
 
-    monkeypatch.setattr(Figure, "savefig", recording)
+    monkeypatch.setattr(plots, "save_png", recording)
     return seen
 
 
