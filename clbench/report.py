@@ -5,9 +5,11 @@ folder `clbench leaderboard --write DIR` fills: LEADERBOARD.md, leaderboard.html
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -112,6 +114,32 @@ def markdown_page(frame: pd.DataFrame, plots: Plots, source: str) -> str:
     return "\n".join(parts).rstrip("\n") + "\n"
 
 
+PROVENANCE = re.compile(r"<!-- rendered from the first (\d+) rows of the CSV, sha256 ([0-9a-f]{64}) -->")
+
+
+def provenance(csv_path: Path) -> str:
+    """The line that says which rows a rendering was made from (their count and the SHA-256 of the
+    file up to them): rows appended later (a user's own runs) leave that prefix, and so the check
+    that the rendered files are current, intact."""
+    data = csv_path.read_bytes()
+    rows = max(data.count(b"\n") - 1, 0)
+    return f"\n<!-- rendered from the first {rows} rows of the CSV, sha256 {hashlib.sha256(data).hexdigest()} -->\n"
+
+
+def rendered_prefix(markdown: str, csv_path: Path) -> bytes:
+    """The bytes of `csv_path` that the rendering `markdown` was made from (header + its first rows);
+    a ValueError if those rows have changed since (the files need rendering again)."""
+    found = PROVENANCE.search(markdown)
+    if not found:
+        raise ValueError("the rendering does not say which rows it was made from: render it again")
+    rows, digest = int(found.group(1)), found.group(2)
+    lines = csv_path.read_bytes().splitlines(keepends=True)
+    prefix = b"".join(lines[: rows + 1])
+    if hashlib.sha256(prefix).hexdigest() != digest:
+        raise ValueError(f"the first {rows} rows of {csv_path.name} changed since they were rendered: render again")
+    return prefix
+
+
 def write_site(csv_path: Path, folder: Path) -> list[Path]:
     """Write LEADERBOARD.md, leaderboard.html and plots/*.png for the leaderboard at `csv_path` into
     `folder`, each file replaced atomically; PNGs in plots/ that this rendering no longer makes are
@@ -122,7 +150,7 @@ def write_site(csv_path: Path, folder: Path) -> list[Path]:
     source = Path(os.path.relpath(Path(csv_path).resolve(), Path(folder).resolve())).as_posix()
     plots = render_plots(frame)
     files = {f"{PLOTS}/{name}.png": png for pngs in plots.values() for name, png in pngs}
-    files[MARKDOWN] = markdown_page(frame, plots, source).encode("utf-8")
+    files[MARKDOWN] = (markdown_page(frame, plots, source) + provenance(Path(csv_path))).encode("utf-8")
     files[PAGE] = html_page(frame, plots).encode("utf-8")
     plots_folder = folder / PLOTS
     for stale in set(plots_folder.glob("*.png")) - {folder / name for name in files} if plots_folder.is_dir() else ():

@@ -109,7 +109,7 @@ def test_norm_for_a_learner_without_it_is_one_line(learner, capsys):
     code = main(["run", "--scenario", "split-digits-online", "--learner", learner, "--set", "norm=adab2n",
                  "--no-progress"])
     err = capsys.readouterr().err.strip()
-    assert code != 0 and "unknown --set key 'norm'" in err and len(err.splitlines()) == 1
+    assert code != 0 and "none of the chosen learners" in err and "takes 'norm'" in err and len(err.splitlines()) == 1
 
 
 def test_conforms_with_der_on_a_batchnorm_backbone(monkeypatch):

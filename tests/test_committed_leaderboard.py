@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import re
-import shutil
 import warnings
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 
 from clbench import leaderboard
 from clbench.recipes import load_jobs
-from clbench.report import MARKDOWN, PAGE, PLOTS, write_site
+from clbench.report import MARKDOWN, PAGE, PLOTS, rendered_prefix, write_site
 from clbench.sweep import pending
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,8 +45,23 @@ def _without_images(page: str) -> str:
 
 
 def test_the_rendered_files_are_what_the_command_makes(tmp_path):
-    shutil.copy(CSV, tmp_path / CSV.name)
+    """Rendered from the CSV's rows as they were then: rows appended since (a user's own `clbench run`,
+    README's first command) do not count, a changed row does."""
+    (tmp_path / CSV.name).write_bytes(rendered_prefix((BOARD / MARKDOWN).read_text(), CSV))
     write_site(tmp_path / CSV.name, tmp_path)
     assert (tmp_path / MARKDOWN).read_text() == (BOARD / MARKDOWN).read_text()
     assert _without_images((tmp_path / PAGE).read_text()) == _without_images((BOARD / PAGE).read_text())
     assert sorted(p.name for p in (tmp_path / PLOTS).iterdir()) == sorted(p.name for p in (BOARD / PLOTS).iterdir())
+
+
+def test_the_rendered_prefix_survives_appends_and_catches_changes(tmp_path):
+    from clbench.report import provenance
+
+    csv = tmp_path / "board.csv"
+    csv.write_bytes(b"h\nrow1\nrow2\n")
+    markdown = "tables" + provenance(csv)
+    csv.write_bytes(b"h\nrow1\nrow2\nappended\n")
+    assert rendered_prefix(markdown, csv) == b"h\nrow1\nrow2\n"
+    csv.write_bytes(b"h\nrow1\nchanged\nappended\n")
+    with pytest.raises(ValueError, match="changed since they were rendered"):
+        rendered_prefix(markdown, csv)

@@ -44,6 +44,8 @@ FIXTURES = {
     "split-cifar100-20": (lambda fmt, root: fmt.write_cifar100(root), []),
     "split-cifar100-til": (lambda fmt, root: fmt.write_cifar100(root), []),
     "split-miniimagenet": (_pooled_mini, ["--set", "n_experiences=4"]),
+    "split-cifar100-online": (lambda fmt, root: fmt.write_cifar100(root), []),
+    "split-miniimagenet-online": (_pooled_mini, ["--set", "n_experiences=4"]),
     "miniimagenet-5way-1shot": (_pooled_mini, ["--set", "way=3", "--set", "query=2", "--set", "test_episodes=20"]),
     "miniimagenet-5way-5shot": (_pooled_mini, ["--set", "way=3", "--set", "query=1", "--set", "test_episodes=20"]),
     "miniimagenet-fedrecon": (_pooled_mini, ["--set", "n_base_classes=4", "--set", "clients=2",
@@ -52,7 +54,7 @@ FIXTURES = {
     "cifar100-fscil": (lambda fmt, root: (fmt.write_cifar100(root), _cifar_sessions(fmt, root)), []),
     "miniimagenet-fscil": (lambda fmt, root: fmt.write_fscil(root), []),
 }
-EMBEDDED = {"split-digits", "split-digits-til"}
+EMBEDDED = {"split-digits", "split-digits-til", "split-digits-online"}
 LEARNERS = {"miniimagenet-fedrecon": "nmc,protonet"}  # federated: mergeable learners only
 
 
