@@ -28,6 +28,11 @@ def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Genera
     return torch.where(flip, images.flip(3), images)
 
 
+def resized_shape(shape: tuple[int, ...], size: int) -> tuple[int, ...]:
+    """The C x H x W shape of images of `shape` after `resize` to `size` (0: not resized)."""
+    return (shape[0], size, size) if size else tuple(shape)
+
+
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     """Bilinear (antialiased) resize of float N x C x H x W to size x size; a no-op when it already fits."""
     if size <= 0 or images.shape[-2:] == (size, size):

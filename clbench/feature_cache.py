@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from clbench.augment import ImageTransform
+from clbench.augment import ImageTransform, resized_shape
 from clbench.backbones import input_config, make_backbone, weights_id
 from clbench.datasets import LabeledArrays
 from clbench.datasets.cache import cached_array
@@ -47,7 +47,7 @@ class FrozenEncoder:
         self.weights_id = weights_id(name, weights)
         with torch.random.fork_rng(devices=[]):  # a random-init encoder is the same in every run
             torch.manual_seed(0)
-            self.model: nn.Module = make_backbone(name, _resized(image_shape, spec_size), weights=weights,
+            self.model: nn.Module = make_backbone(name, resized_shape(image_shape, spec_size), weights=weights,
                                                   role="encoder")
         self.model = inference_copy(self.model.to(device))
         cfg = input_config(self.model)
@@ -89,10 +89,6 @@ class FrozenEncoder:
             except Exception as exc:  # the encoder's failure is reported in one line, not as a traceback
                 raise ClbenchError(f"encoder '{self.name}' failed on {tuple(x.shape)} inputs: {one_line(exc)}; "
                                    f"check encoder, image_size and weights") from None
-
-
-def _resized(shape: tuple[int, ...], size: int) -> tuple[int, ...]:
-    return (shape[0], size, size) if size else tuple(shape)
 
 
 @dataclass

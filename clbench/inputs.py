@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import torch
 
-from clbench.augment import ImageTransform, random_crop_flip
+from clbench.augment import ImageTransform, random_crop_flip, resized_shape
 from clbench.backbones import weights_id
 from clbench.errors import ClbenchError
 from clbench.feature_cache import FeatureCache, FeatureReport, FrozenEncoder
@@ -19,11 +19,6 @@ def _on_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return torch.as_tensor(np.asarray(array)).to(device)
-
-
-def _resized(shape: tuple[int, ...], size: int) -> tuple[int, ...]:
-    """C x H x W images as a transform to `size` (0: none) hands them on."""
-    return (shape[0], size, size) if size else tuple(shape)
 
 
 class Inputs:
@@ -41,7 +36,7 @@ class Inputs:
             raise ClbenchError(f"scenario '{spec.name}': mean/std need 1 or {channels} values")
         self.normalise = ImageTransform(spec.image_size, spec.mean, spec.std)
         native = tuple(parts["train"].images.shape[1:])
-        self.image_shape = _resized(native, spec.image_size)
+        self.image_shape = resized_shape(native, spec.image_size)
         self.features, self.cache = wants == "features", cache or FeatureCache(None)
         if self.features:
             encoder = self.encoder = FrozenEncoder(spec.encoder, spec.weights, native, spec.image_size, spec.mean,
@@ -66,7 +61,7 @@ class Inputs:
             return self.batch("train", torch.as_tensor(scenario.stream.experiences[0].train_indices, device=device))
         part, name = scenario.init_data, self.spec.init_set
         size = (self.encoder.transform if self.features else self.normalise).size
-        ours, theirs = (_resized(p.images.shape[1:], size) for p in (scenario.dataset.partition("train"), part))
+        ours, theirs = (resized_shape(p.images.shape[1:], size) for p in (scenario.dataset.partition("train"), part))
         if ours != theirs:
             raise ClbenchError(f"init_set '{name}' gives {theirs} images, the scenario's dataset {ours}; give an init "
                                f"set with as many channels, and image_size to resize both alike")
