@@ -71,6 +71,7 @@ def make_row(result: RunResult, scenario: Scenario, learner_wants: str) -> dict[
         "learner_config": json.dumps(result.config, sort_keys=True),
         "backbone": spec.encoder if learner_wants == "features" else spec.backbone,
         "weights": result.weights,
+        "init_set": result.init_set,
         "seed": result.seed,
         "n_experiences": len(result.accuracy_matrix),
         **{k: round(v, 4) for k, v in metrics.summary(result.accuracy_matrix, result.untrained_accuracy).items()},

@@ -27,7 +27,7 @@ DEFAULT_PATH = Path("leaderboard") / "leaderboard.csv"
 
 COLUMNS = (
     "run_id", "created_at", "scenario", "scenario_fingerprint", "setting_id", "scenario_overrides", "protocol",
-    "learner", "learner_config", "backbone", "weights", "seed", "n_experiences",
+    "learner", "learner_config", "backbone", "weights", "init_set", "seed", "n_experiences",
     "final_accuracy", "average_incremental_accuracy", "forgetting", "backward_transfer", "forward_transfer",
     "final_seen_accuracy", "fewshot_accuracy", "fewshot_ci95", "fscil_average", "fscil_drop", "base_accuracy",
     "novel_accuracy", "accuracy_matrix", "accuracy_curve", "untrained_accuracy", "client_accuracy",

@@ -246,3 +246,17 @@ def test_a_resumed_run_keeps_its_initialisation_and_result(tmp_path):
     resumed = runner.run(sc, Interrupted, config, seed=4, device="cpu", progress=False, checkpoint=checkpoint)
     assert Interrupted.initialised == 1  # not redone on resume
     assert resumed.accuracy_matrix == whole.accuracy_matrix
+
+
+def test_the_row_says_which_initialisation_set_was_used(tmp_path):
+    import pandas as pd
+
+    from clbench import leaderboard
+    from clbench.cli import main
+
+    board = tmp_path / "board.csv"
+    assert main(["run", "--learner", "kv-bottleneck,nmc", "--set", "codebooks=4", "--set", "keys=8",
+                 "--set", "n_experiences=2", "--no-progress", "--leaderboard", str(board)]) == 0
+    rows = leaderboard.read(board).set_index("learner")
+    assert rows.loc["kv-bottleneck", "init_set"] == "first-experience"
+    assert pd.isna(rows.loc["nmc", "init_set"])  # a learner without the hook is given none
