@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, BinaryIO
 import numpy as np
 import pandas as pd
 
-from clbench.leaderboard import config_labels, latest_runs, setting_label
+from clbench.leaderboard import TABLE, latest_runs
+from clbench.leaderboard_tables import config_labels, setting_label
 from clbench.stats import ci95
+from clbench.training_plots import training_curves
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -57,29 +59,32 @@ def save_png(fig: Figure, target: str | Path | BinaryIO) -> None:
 
 
 def figures(frame: pd.DataFrame) -> Iterator[tuple[tuple[str, str, str], str, Figure]]:
-    """The plots of every (scenario, stream fingerprint, setting) of `frame`, each seed of a
-    (setting, learner, config) counted once (`leaderboard.latest_runs`), as (setting key, name,
+    """The plots of every table (scenario, stream, setting: `leaderboard.TABLE`) of `frame`, each seed
+    of a (setting, learner, config) counted once (`leaderboard.latest_runs`), as (table key, name,
     figure): `<scenario>-<id>-curves` (accuracy on all test data seen so far after each experience,
-    the mean over seeds per learner and config with its Student-t 95% CI as a band), or
-    `<scenario>-<id>-episodes` for few-shot episodes (mean episode accuracy per learner with the
-    runs' 95% CI as error bars), and one `<scenario>-<id>-<learner>[-<config id>]-matrix` heatmap
-    (mean accuracy matrix) per learner and config where there are at least two experiences. `<id>`
-    is a short hash of the stream fingerprint and the setting; configs are labelled by what differs
-    among a learner's configs in that setting."""
+    the mean over seeds per learner and config with its Student-t 95% CI, clipped to [0, 100], as a
+    band), or `<scenario>-<id>-episodes` for few-shot episodes (mean episode accuracy per learner
+    with the runs' 95% CI as error bars), and one `<scenario>-<id>-<learner>[-<config id>]-matrix`
+    heatmap (mean accuracy matrix) per learner and config where there are at least two experiences.
+    `<id>` is a short hash of the stream and the setting; configs carry the labels the tables give
+    them (`leaderboard_tables.config_labels`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     runs, _ = latest_runs(frame)
-    for key, group in runs.groupby(["scenario", "scenario_fingerprint", "setting_id"], sort=False, dropna=False):
-        scenario, fingerprint, setting = key
+    for key, group in runs.groupby(TABLE, sort=False, dropna=False):
+        scenario, stream, setting = key
         group = group.assign(config_label=config_labels(group))
-        stem = f"{_safe(str(scenario))}-{_short_hash(fingerprint, setting)}"
+        stem = f"{_safe(str(scenario))}-{_short_hash(stream, setting)}"
         title = f"{setting_label(scenario, group['scenario_overrides'].iloc[0])}\n{group['protocol'].iloc[0]}, setting {setting}"
         by_config = list(group.groupby(["learner", "learner_config"], sort=False))
         if group["protocol"].iloc[0] == "episodes":
             yield key, f"{stem}-episodes", _episode_bars(by_config, title)
         else:
             yield key, f"{stem}-curves", _curves(by_config, title)
+        training = training_curves([(_name(rows), rows) for _, rows in by_config], title)
+        if training is not None:  # `<scenario>-<id>-training`: per-epoch loss, accuracy, seconds
+            yield key, f"{stem}-training", training
         several = group.groupby("learner")["learner_config"].nunique()
         for (learner, config), rows in by_config:
             matrices = [json.loads(m) for m in rows["accuracy_matrix"].dropna()]
@@ -116,7 +121,7 @@ def _curves(by_config: list, title: str) -> Figure:
         mean, half = curves.mean(0), np.array([ci95(column) for column in curves.T])
         ax.plot(steps, mean, marker="o", label=_name(rows))
         if not np.isnan(half).all():
-            ax.fill_between(steps, mean - half, mean + half, alpha=0.2)
+            ax.fill_between(steps, np.clip(mean - half, 0, 100), np.clip(mean + half, 0, 100), alpha=0.2)
     ax.set(xlabel="experiences trained", ylabel="accuracy on all seen test data (%), band: 95% CI",
            title=title, ylim=(0, 100))
     if ax.lines:
@@ -134,7 +139,8 @@ def _episode_bars(by_config: list, title: str) -> Figure:
     cis = [rows["fewshot_ci95"].mean() for _, rows in by_config]
     fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(names) + 2), 4))
     positions = np.arange(len(names))
-    ax.bar(positions, means, yerr=cis, capsize=6, color="tab:blue", alpha=0.8)
+    below, above = np.minimum(cis, means), np.minimum(cis, 100 - np.asarray(means))  # the CI clipped to [0, 100]
+    ax.bar(positions, means, yerr=[below, above], capsize=6, color="tab:blue", alpha=0.8)
     for x, mean, ci in zip(positions, means, cis):
         ax.annotate(f"{mean:.2f} ± {ci:.2f}", (x, mean), xytext=(0, 14), textcoords="offset points", ha="center", fontsize=8)
     ax.set_xticks(positions, names, rotation=20, ha="right", fontsize=8)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from clbench import leaderboard
+from clbench import leaderboard, leaderboard_tables
 from clbench.files import AtomicFile
 
 MARKDOWN, PAGE, PLOTS = "LEADERBOARD.md", "leaderboard.html", "plots"
@@ -67,12 +67,13 @@ def render_plots(frame: pd.DataFrame) -> Plots:
 
 
 def _setting_lines(summary: pd.DataFrame, key: tuple[str, str, str]) -> str:
-    scenario, fingerprint, setting = key
-    rows = summary[(summary["scenario"] == scenario) & (summary["scenario_fingerprint"] == fingerprint)
-                   & (summary["setting_id"] == setting)]
+    scenario, stream, setting = key
+    rows = summary[(summary["scenario"] == scenario) & (summary["stream"] == stream) & (summary["setting_id"] == setting)]
     overrides = rows["scenario_overrides"].iloc[0]
     changed = json.loads(overrides) if isinstance(overrides, str) else {}
     settings = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(changed.items())) or "the shipped spec, unchanged"
+    fingerprint = ("one per seed (class order drawn from each run's seed)" if stream == leaderboard.SEEDED_STREAM
+                   else stream)
     return (f"scenario {scenario} · protocol {rows['protocol'].iloc[0]} · stream fingerprint {fingerprint} · "
             f"setting {setting} · settings: {settings}")
 
@@ -86,14 +87,14 @@ def html_page(frame: pd.DataFrame, plots: Plots | None = None, title: str = "clb
              f"<style>{_STYLE}</style>\n</head>\n<body>\n<h1>{html.escape(title)}</h1>",
              f"<p>{len(leaderboard.latest_runs(frame)[0])} finished runs in {len(summary)} (setting, learner, config) "
              "groups; click a column header to sort.</p>"]
-    for key, heading, table in leaderboard.tables(summary) if not summary.empty else []:
+    for key, heading, table in leaderboard_tables.tables(summary) if not summary.empty else []:
         images = "\n".join(f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,'
                            f'{base64.b64encode(png).decode("ascii")}"><figcaption>{html.escape(name)}</figcaption></figure>'
                            for name, png in plots.get(key, []))
         parts.append(f"<section>\n<h2>{html.escape(heading)}</h2>\n"
                      f"<p class=\"setting\">{html.escape(_setting_lines(summary, key))}</p>\n"
                      f"{table.to_html(index=False, classes='sortable', border=0)}\n{images}\n</section>")
-    parts.extend(f"<p>{html.escape(note)}</p>" for note in leaderboard.notes(summary))
+    parts.extend(f"<p>{html.escape(note)}</p>" for note in leaderboard_tables.notes(summary))
     parts.append(f"<script>{_SORT}</script>\n</body>\n</html>\n")
     return "\n".join(parts)
 
@@ -106,11 +107,11 @@ def markdown_page(frame: pd.DataFrame, plots: Plots, source: str) -> str:
     parts = ["# clbench leaderboard", "",
              f"Rendered from `{source}` by `clbench leaderboard --write` (see leaderboard/README.md); do not edit by hand.",
              ""]
-    for key, heading, table in leaderboard.tables(summary) if not summary.empty else []:
+    for key, heading, table in leaderboard_tables.tables(summary) if not summary.empty else []:
         parts += [f"## {heading}", "", f"`{_setting_lines(summary, key)}`", "",
                   tabulate(table, headers="keys", tablefmt="github", showindex=False, disable_numparse=True), ""]
         parts += [f"![{name}]({PLOTS}/{name}.png)" for name, _ in plots.get(key, [])] + [""]
-    parts += [note + "\n" for note in leaderboard.notes(summary)]
+    parts += [note + "\n" for note in leaderboard_tables.notes(summary)]
     return "\n".join(parts).rstrip("\n") + "\n"
 
 

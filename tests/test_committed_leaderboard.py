@@ -9,9 +9,11 @@ import re
 import warnings
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
-from clbench import leaderboard
+from clbench import leaderboard, leaderboard_tables
 from clbench.recipes import load_jobs
 from clbench.report import MARKDOWN, PAGE, PLOTS, rendered_prefix, write_site
 from clbench.sweep import pending
@@ -65,3 +67,59 @@ def test_the_rendered_prefix_survives_appends_and_catches_changes(tmp_path):
     csv.write_bytes(b"h\nrow1\nchanged\nappended\n")
     with pytest.raises(ValueError, match="changed since they were rendered"):
         rendered_prefix(markdown, csv)
+
+
+def _p_against(best: dict, other: dict, best_episodes: tuple, other_episodes: tuple) -> float:
+    """The raw two-sided p of `other` against `best`, straight from scipy: paired t on the same seeds,
+    else Welch's t (2 seeds or more each); else, for few-shot rows, the z-test of the episode means;
+    no spread at all: tied if equal, different if not."""
+    from scipy import stats as scipy_stats
+
+    if len(best) >= 2 and len(other) >= 2:
+        paired = set(best) == set(other)
+        seeds = sorted(best)
+        a, b = ([best[s] for s in seeds], [other[s] for s in seeds]) if paired else (list(best.values()), list(other.values()))
+        spreads = [len(set(x - y for x, y in zip(a, b)))] if paired else [len(set(a)), len(set(b))]
+        if max(spreads) == 1:
+            return 1.0 if a[0] == b[0] else 0.0
+        return (scipy_stats.ttest_rel(a, b) if paired else scipy_stats.ttest_ind(a, b, equal_var=False)).pvalue
+    if best_episodes and other_episodes:
+        (m1, ci1), (m2, ci2) = best_episodes, other_episodes
+        return 2 * scipy_stats.norm.sf(abs(m1 - m2) / math.hypot(ci1 / 1.96, ci2 / 1.96))
+    return math.nan
+
+
+def test_the_committed_ranks_follow_the_rules(frame):
+    """Over whatever tables the CSV holds: every row is compared with its table's best, the p-values
+    are Holm-corrected over those comparisons, `=1` exactly where the adjusted p >= 0.05, no tie in
+    a table that cannot be tested, the others ranked by mean after the tied rows."""
+    summary = leaderboard.aggregate(frame)
+    runs, _ = leaderboard.latest_runs(frame)
+    for key, table in summary.groupby(leaderboard.TABLE):
+        column = leaderboard.headline(table["protocol"].iloc[0])
+        rows = runs[(runs[leaderboard.TABLE] == pd.Series(key, index=leaderboard.TABLE)).all(axis=1)]
+        seeds = {c: dict(zip(r["seed"], r[column])) for c, r in rows.groupby(["learner", "learner_config"])}
+        episodes = {c: (r["fewshot_accuracy"].mean(), r["fewshot_ci95"].mean()) if r["protocol"].iloc[0] == "episodes"
+                    else None for c, r in rows.groupby(["learner", "learner_config"])}
+        means = {c: np.mean(list(v.values())) for c, v in seeds.items()}
+        best = max(means, key=means.get)
+        raw = {c: _p_against(seeds[best], seeds[c], episodes[best], episodes[c]) for c in seeds if c != best}
+        tested = sorted((p, c) for c, p in raw.items() if not math.isnan(p))
+        holm, running = {}, 0.0
+        for k, (p, c) in enumerate(tested):
+            running = max(running, min(1.0, (len(tested) - k) * p))
+            holm[c] = running
+        table = table.set_index(["learner", "learner_config"])
+        tied = {c for c, p in holm.items() if p >= 0.05}
+        assert set(table.index[table["tied"] & (table.index != best)]) == tied, key
+        for c, p in holm.items():
+            assert table.loc[c, "p_vs_best"] == pytest.approx(p, abs=1e-9), (key, c)
+        if not holm:  # nothing could be tested (one seed): no tie claimed anywhere
+            assert not table["tied"].any(), key
+        leading = {best} | tied | {c for c in means if means[c] == means[best]}
+        order = {c: (c not in leading, -means[c]) for c in means}
+        for c in means:
+            expected = 1 if c in leading else 1 + sum(o < order[c] for o in order.values())
+            assert table.loc[c, "rank"] == expected, (key, c)
+    shown = [cell for _, _, t in leaderboard_tables.tables(summary) for cell in t["rank"]]
+    assert sum(cell.startswith("=") for cell in shown) == int(summary["tied"].sum())

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clbench import leaderboard, metrics, runner
+from clbench import leaderboard, leaderboard_tables, metrics, runner
 from clbench.datasets import Dataset, LabeledArrays
 from clbench.errors import ClbenchError
 from clbench.learner import get_learner
@@ -98,7 +98,7 @@ def test_aggregate_mean_and_std_over_seeds(row):
     assert finetune["seeds"] == 3 and finetune["final_accuracy_mean"] == 70.0
     assert finetune["final_accuracy_std"] == pytest.approx(10.0)  # sample std over seeds
     assert summary.attrs["duplicates"] == 0
-    text = leaderboard.render(summary, "markdown")
+    text = leaderboard_tables.render(summary, "markdown")
     assert "70.00 ± 10.00" in text and text.index("finetune") < text.index("other")
     assert "duplicate" not in text
 
@@ -113,7 +113,7 @@ def test_a_repeated_seed_counts_once_the_newest_row(row):
     only = summary.iloc[0]
     assert only["seeds"] == 2 and only["final_accuracy_mean"] == 40.0  # (30 + 50) / 2, not (10 + 30 + 20 + 50) / 4
     assert only["final_accuracy_std"] == pytest.approx(np.std([30.0, 50.0], ddof=1))
-    assert "2 duplicate run(s) set aside" in leaderboard.render(summary)
+    assert "2 duplicate run(s) set aside" in leaderboard_tables.render(summary)
     runs, duplicates = leaderboard.latest_runs(pd.DataFrame(rows))
     assert duplicates == 2 and runs["final_accuracy"].tolist() == [30.0, 50.0]  # file order kept
 
@@ -182,7 +182,7 @@ def test_fscil_headline_is_the_pooled_last_session():
     assert row["base_accuracy"] == 100.0 and row["novel_accuracy"] == 0.0
     assert row["fscil_average"] == pytest.approx((100.0 + 75.0 + 60.0) / 3, abs=1e-3)  # 18/18, 18/24, 18/30
     assert row["fscil_drop"] == pytest.approx(40.0)
-    text = leaderboard.render(leaderboard.aggregate(pd.DataFrame([row])))
+    text = leaderboard_tables.render(leaderboard.aggregate(pd.DataFrame([row])))
     assert "last session" in text and "60.00" in text and "avg inc acc" not in text
 
 
@@ -191,7 +191,7 @@ def test_few_shot_rows_show_accuracy_with_their_ci_and_the_spread_over_seeds(row
                 "accuracy_curve": "[70.0]"}
     rows = [{**episodic, "seed": 0, "fewshot_accuracy": 70.0, "fewshot_ci95": 1.0},
             {**episodic, "seed": 1, "fewshot_accuracy": 80.0, "fewshot_ci95": 2.0}]
-    text = leaderboard.render(leaderboard.aggregate(pd.DataFrame(rows)))
+    text = leaderboard_tables.render(leaderboard.aggregate(pd.DataFrame(rows)))
     assert "episode acc ± 95% CI" in text and "75.00 ± 1.50" in text  # mean of the runs' own CIs
     assert f"{np.std([70.0, 80.0], ddof=1):.2f}" in text  # the spread over seeds: 7.07
     assert "final acc" not in text and "avg inc acc" not in text
@@ -201,20 +201,20 @@ def test_one_table_per_setting_sorted_by_its_headline(row):
     other = {**row, "setting_id": "feedbeef0000", "scenario_overrides": json.dumps({"epochs": 2})}
     rows = [{**row, "learner": "low", "final_accuracy": 10.0}, {**row, "learner": "high", "final_accuracy": 90.0},
             {**other, "final_accuracy": 50.0}]
-    text = leaderboard.render(leaderboard.aggregate(pd.DataFrame(rows)), "markdown")
+    text = leaderboard_tables.render(leaderboard.aggregate(pd.DataFrame(rows)), "markdown")
     assert text.count("#### ") == 2 and "synthetic (epochs=2)" in text and "setting feedbeef0000" in text
     assert text.index("high") < text.index("low")
-    html = leaderboard.render(leaderboard.aggregate(pd.DataFrame(rows)), "html")
+    html = leaderboard_tables.render(leaderboard.aggregate(pd.DataFrame(rows)), "html")
     assert html.count("<h4>") == 2 and html.count("<table") == 2
 
 
 def test_labels_are_short():
     frame = pd.DataFrame({"learner": ["a", "a", "b"], "learner_config": [
         json.dumps({"lr": 0.1, "momentum": 0.9}), json.dumps({"lr": 0.5, "momentum": 0.9}), json.dumps({"k": 1})]})
-    assert leaderboard.config_labels(frame).tolist() == ["lr=0.1", "lr=0.5", ""]
-    assert leaderboard.setting_label("s", json.dumps({"mean": [0.5, 0.4], "epochs": 2})) == "s (epochs=2, mean=0.5,0.4)"
-    assert leaderboard.setting_label("s", "{}") == "s"
-    assert len(leaderboard.setting_label("s", json.dumps({"weights": "x" * 200}))) < 70
+    assert leaderboard_tables.config_labels(frame).tolist() == ["lr=0.1", "lr=0.5", ""]
+    assert leaderboard_tables.setting_label("s", json.dumps({"mean": [0.5, 0.4], "epochs": 2})) == "s (epochs=2, mean=0.5,0.4)"
+    assert leaderboard_tables.setting_label("s", "{}") == "s"
+    assert len(leaderboard_tables.setting_label("s", json.dumps({"weights": "x" * 200}))) < 70
 
 
 def test_unwritable_path_is_one_line(tmp_path):
@@ -229,7 +229,7 @@ def test_unwritable_path_is_one_line(tmp_path):
 def test_configs_are_labelled_within_their_own_table(row):
     """Another setting's config of the same learner does not lengthen this table's labels."""
     other = {**row, "setting_id": "feedbeef0000", "learner_config": json.dumps({"lr": 0.5})}
-    tables = leaderboard.tables(leaderboard.aggregate(pd.DataFrame([row, other])))
+    tables = leaderboard_tables.tables(leaderboard.aggregate(pd.DataFrame([row, other])))
     assert [table["config"].tolist() for _, _, table in tables] == [["-"], ["-"]]
 
 
@@ -241,5 +241,5 @@ def test_ranks_tie_learners_not_significantly_apart_and_show_the_ci(row):
     assert summary.loc["best", "rank"] == summary.loc["close", "rank"] == 1 and summary.loc["best", "tied"]
     assert summary.loc["far", "rank"] == 3 and not summary.loc["far", "tied"]
     assert summary.loc["best", "final_accuracy_ci95"] == pytest.approx(4.3026527 / 3 ** 0.5, abs=1e-5)  # s = 1, n = 3
-    text = leaderboard.render(summary.reset_index())
+    text = leaderboard_tables.render(summary.reset_index())
     assert "=1" in text and "[88.52, 93.48]" in text  # 91 ± 2.4841

@@ -83,3 +83,37 @@ def test_file_names_from_data_stay_in_the_folder(tmp_path):
     assert written and all(p.parent == folder and p.exists() for p in written)
     assert sorted(p.name for p in tmp_path.rglob("*.png")) == sorted(p.name for p in written)
     assert all(".." not in p.name.removesuffix(".png") for p in written)
+
+
+def test_plots_name_configs_exactly_as_the_tables_do(tmp_path, texts):
+    """Labels that a 40-character cut made equal are unique, and the same in the legend as in the table."""
+    from clbench.leaderboard import aggregate
+    from clbench.leaderboard_tables import tables
+
+    common = {"generator": "mlp", "parametrization": "standard_with_a_long_name"}
+    rows = [_row(learner="hnet", learner_config=json.dumps({**common, "beta": beta}), final_accuracy=60.0)
+            for beta in (0.01, 0.0)]
+    written = plot_leaderboard(pd.DataFrame(rows), tmp_path)
+    [(_, _, table)] = tables(aggregate(pd.DataFrame(rows)))
+    named = {f"{learner} {config} (n=1)" for learner, config in zip(table["learner"], table["config"])}
+    curves = next(p.name for p in written if p.name.endswith("-curves.png"))
+    assert len(named) == 2 and named <= set(texts[curves])
+
+
+def test_ci_bands_and_bars_stay_within_0_and_100(tmp_path, monkeypatch):
+    highest = []
+    save = plots.save_png
+
+    def recording(fig, path):
+        ax = fig.axes[0]
+        highest.extend(p.vertices[:, 1].max() for c in ax.collections for p in c.get_paths() if len(p.vertices))
+        highest.extend(line.get_ydata().max() for line in ax.lines if len(line.get_ydata()))  # error bars' lines
+        save(fig, path)
+
+    monkeypatch.setattr(plots, "save_png", recording)
+    curves = [_row(seed=s, accuracy_matrix="[[99.0, 0.0], [40.0, 80.0]]", accuracy_curve=f"[{v}, 60.0]")
+              for s, v in enumerate((98.0, 100.0, 100.0))]  # 99.33 ± 2.87 at the first step
+    bars = [_row(scenario="fs", protocol="episodes", accuracy_matrix="[[99.0]]", accuracy_curve="[99.0]",
+                 fewshot_accuracy=99.0, fewshot_ci95=3.0)]
+    plot_leaderboard(pd.DataFrame(curves + bars), tmp_path)
+    assert highest and max(highest) <= 100.0

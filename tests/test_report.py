@@ -55,17 +55,17 @@ def test_the_page_is_self_contained_with_a_sortable_table_per_setting(site, boar
     assert "http://" not in page and "https://" not in page and "<link" not in page
     assert "stream fingerprint " in page and "settings: epochs=1, n_experiences=2" in page
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    assert len(images) == 3  # the curves, and a heatmap per learner
+    assert len(images) == 4  # the curves, the training curves, and a heatmap per learner
     assert all(base64.b64decode(data).startswith(b"\x89PNG") for data in images)
     assert "<script>" in page and "aria-sort" in page
 
 
 def test_the_written_folder_is_what_the_command_makes_and_stale_plots_go(site, board, tmp_path):
     names = sorted(p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file())
-    assert names[:2] == ["LEADERBOARD.md", "leaderboard.html"] and len(names) == 5
+    assert names[:2] == ["LEADERBOARD.md", "leaderboard.html"] and len(names) == 6
     assert all(n.startswith("plots/") and n.endswith(".png") for n in names[2:])
     markdown = (site / "LEADERBOARD.md").read_text()
-    assert "| rank " in markdown and markdown.count("](plots/") == 3
+    assert "| rank " in markdown and markdown.count("](plots/") == 4
     (tmp_path / "plots").mkdir()
     (tmp_path / "plots" / "old-setting-curves.png").write_bytes(b"stale")
     assert main(["leaderboard", "--leaderboard", str(board), "--write", str(tmp_path)]) == 0
@@ -110,3 +110,23 @@ def test_the_page_renders_in_headless_chromium(site, tmp_path):
     image = Image.open(shot).convert("L")
     assert image.size == (1280, 1600)
     assert len(image.getcolors(1 << 16)) > 50  # text, table lines and plots: not a blank page
+
+
+def test_the_page_gives_the_tests_and_the_chance_level_and_no_training_time(site):
+    markdown = (site / "LEADERBOARD.md").read_text()
+    assert "| p vs best (Holm)" in markdown and "| vs chance" in markdown and "chance 10.00 %" in markdown
+    assert "train s" not in markdown and "Holm-corrected" in markdown
+    assert "train s" not in (site / "leaderboard.html").read_text()
+
+
+def test_a_seeded_setting_is_one_section_with_one_stream_per_seed():
+    from clbench.report import markdown_page
+
+    rows = [dict(scenario="split-digits", scenario_fingerprint=f"fp{seed}", setting_id="seeded-0123456789ab",
+                 scenario_overrides=json.dumps({"class_order": "seeded"}), protocol="class-incremental",
+                 learner="nmc", learner_config="{}", seed=seed, status="ok", created_at="2024-01-01T00:00:00+00:00",
+                 final_accuracy=60.0 + seed) for seed in range(3)]
+    page = markdown_page(pd.DataFrame(rows), {}, "board.csv")
+    assert page.count("## split-digits (class_order=seeded)") == 1
+    assert "class order seeded: one stream per seed" in page and "stream fingerprint one per seed" in page
+    assert re.search(r"\|\s*1\s*\|\s*nmc\s*\|\s*-\s*\|\s*3\s*\|", page)  # rank 1, three seeds in one row

@@ -1,4 +1,5 @@
-"""Class orders: the natural order, a seeded permutation, or a named standard order."""
+"""Class orders: the natural order, a seeded permutation (a fixed seed, or each run's own seed), or a
+named standard order."""
 
 from __future__ import annotations
 
@@ -8,6 +9,11 @@ from clbench.errors import ClbenchError
 
 # name -> seed of NumPy's legacy RandomState permutation (stable across NumPy versions)
 SEEDED_ORDERS = {"pycil": 1993}
+
+RUN_SEED = "seeded"
+"""The class order drawn from each run's own seed: `RandomState(seed).permutation(C)`, as in the
+multi-order protocol of FACIL and PyCIL. The stream (and its fingerprint) then differs by seed, so
+results over seeds include the variance due to the class order."""
 
 # name -> a published fixed order: iCaRL's CIFAR-100 order (also PODNet's, and the NMC paper's)
 FIXED_ORDERS = {
@@ -25,7 +31,8 @@ def resolve_class_order(order: str | int, num_classes: int) -> tuple[int, ...]:
 
     "natural" is 0..C-1; an integer (or a string of digits) is the permutation
     `numpy.random.RandomState(seed).permutation(C)`; "pycil" is seed 1993 (PyCIL, PILOT);
-    "icarl" is iCaRL's fixed CIFAR-100 order (PODNet, the NMC paper).
+    "icarl" is iCaRL's fixed CIFAR-100 order (PODNet, the NMC paper). "seeded" (`RUN_SEED`) is
+    not an order until a run's seed replaces it (`scenario.build_scenario`).
     """
     if isinstance(order, str) and order.strip().lstrip("-").isdigit():
         order = int(order)
@@ -39,5 +46,7 @@ def resolve_class_order(order: str | int, num_classes: int) -> tuple[int, ...]:
         if len(FIXED_ORDERS[order]) != num_classes:
             raise ClbenchError(f"class_order '{order}' is defined for {len(FIXED_ORDERS[order])} classes, not {num_classes}")
         return FIXED_ORDERS[order]
-    known = ["natural", *SEEDED_ORDERS, *FIXED_ORDERS, "<integer seed>"]
+    if order == RUN_SEED:
+        raise ClbenchError("class_order 'seeded' is drawn from a run's seed: build the scenario with that seed")
+    known = ["natural", RUN_SEED, *SEEDED_ORDERS, *FIXED_ORDERS, "<integer seed>"]
     raise ClbenchError(f"unknown class_order '{order}' (known: {', '.join(known)})")
