@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import random
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
@@ -27,20 +28,28 @@ import torch
 from clbench import __version__
 from clbench.errors import ClbenchError
 from clbench.files import AtomicFile, marked_read_only
+from clbench.precision import with_precision
+from clbench.revision import source_hash
 
 if TYPE_CHECKING:
     from clbench.scenario import Scenario
 
-FORMAT = 2
+FORMAT = 3
 """The layout of a checkpoint's content; bumped whenever it changes, and a file of another format is refused."""
+
+HELD_BRIEFLY_SECONDS = 0.5
+"""How long a run retries a lock that another process holds before it reports the same run in progress:
+a run removing stale lock files (`remove_stale_locks`) holds each for an instant."""
 
 
 def run_key(scenario: Scenario, learner_cls: type, config: dict[str, Any], seed: int, device: torch.device) -> str:
-    """What identifies a run, hashed: the scenario's whole spec and fingerprint, the learner class,
-    its hyper-parameters, the seed, the device and the clbench version. Only a checkpoint with
+    """What identifies a run, hashed: the scenario's whole spec (its precision resolved for `device`)
+    and fingerprint, the learner class, its hyper-parameters, the seed, the device, the clbench
+    version and source, and torch's thread count and deterministic flag now (a row records them: a
+    run resumed under other ones would record arithmetic it did not all use). Only a checkpoint with
     the same key is resumed."""
     fields = {
-        "spec": dataclasses.asdict(scenario.spec),
+        "spec": dataclasses.asdict(with_precision(scenario, device).spec),
         "fingerprint": scenario.fingerprint,
         "learner": f"{learner_cls.__module__}.{learner_cls.__qualname__}",
         "name": learner_cls.name,
@@ -48,6 +57,9 @@ def run_key(scenario: Scenario, learner_cls: type, config: dict[str, Any], seed:
         "seed": seed,
         "device": str(device),
         "version": __version__,
+        "source": source_hash(),
+        "threads": torch.get_num_threads(),
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
     }
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
@@ -139,13 +151,17 @@ class Checkpoint:
         """Hold this run's exclusive lock for the block (re-entrant); the lock file is removed at the end.
 
         An identical run holding it already (in any process) is one clear error naming its pid. The lock
-        is an `fcntl.flock` on `<key>.lock`: the kernel releases it when its holder dies, even by kill -9.
-        A folder that cannot be written gives the same warning as `save`, and the block runs unlocked.
+        is an `fcntl.flock` on `<key>.lock`: the kernel releases it when its holder dies, even by kill -9,
+        and the file that a killed holder leaves is removed by the next run that claims a lock in the
+        folder (`remove_stale_locks`). A folder that cannot be written gives the same warning as `save`,
+        and the block runs unlocked.
         """
         if self._lock is not None:
             yield
             return
         self._lock = self._acquire()
+        if self._lock is not None:
+            remove_stale_locks(self.path.parent, self.lock_path)
         try:
             yield
         finally:
@@ -162,11 +178,16 @@ class Checkpoint:
             if marked_read_only(self.path.parent):
                 raise PermissionError("the folder is marked read-only")
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            patience = time.monotonic() + HELD_BRIEFLY_SECONDS
             while True:
                 fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
+                    if time.monotonic() < patience:  # perhaps another run removing it as stale: try again
+                        os.close(fd)
+                        time.sleep(0.02)
+                        continue
                     holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
                     os.close(fd)
                     raise ClbenchError(f"the same run is in progress (pid {holder}): wait for it to finish, or stop "
@@ -185,6 +206,32 @@ class Checkpoint:
         self.writable = False
         warnings.warn(f"cannot write run checkpoints to {self.path.parent} ({exc}); this run cannot be resumed if "
                       "interrupted (give --cache-dir DIR)", stacklevel=3)
+
+
+def remove_stale_locks(folder: Path, keep: Path) -> list[Path]:
+    """Remove the run lock files in `folder` (all but `keep`) that no process holds: a run killed by
+    kill -9 leaves its file, whose lock the kernel released. Each is locked before it is removed, and
+    removed only while it is still the file at its path, so the lock of a live run is never touched (a
+    run starting on a file at that instant waits `HELD_BRIEFLY_SECONDS` and locks the path afresh).
+    Returns the files removed; one that cannot be opened or removed is left as it is."""
+    removed = []
+    for path in sorted(folder.glob("*.lock")):
+        if path == keep:
+            continue
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _same_file(fd, path):  # nobody can replace it while we hold its lock
+                path.unlink()
+                removed.append(path)
+        except OSError:  # held by a live run (BlockingIOError), or not ours to remove
+            pass
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _same_file(fd: int, path: Path) -> bool:

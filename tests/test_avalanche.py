@@ -173,3 +173,29 @@ def test_forgetting_first_minus_last_versus_max_minus_last():
         for j in range(i + 1):
             theirs.update(j, row[j], initial=i == j)
     assert np.mean([theirs.result_key(j) for j in range(2)]) == pytest.approx(avalanche_forgetting(a))
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("operator torchvision::nms does not exist"),
+                                     ImportError("/venv/torchvision/_C.so: undefined symbol: _ZN3c1017RegisterOperators")])
+def test_a_torchvision_built_for_another_torch_is_named_as_the_cause_in_one_line(monkeypatch, failure):
+    import builtins
+    from importlib import metadata
+
+    for module in [m for m in sys.modules if m.startswith("clbench.interop.avalanche")]:
+        monkeypatch.delitem(sys.modules, module)
+    real_import = builtins.__import__
+
+    def failing_import(name, *args, **kwargs):
+        if name == "avalanche.training":  # what avalanche's `import torchvision` raises with a mismatched pair
+            raise failure
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", failing_import)
+    with pytest.raises(ClbenchError) as error:
+        get_learner("avalanche:Naive")
+    release = torch.__version__.split("+")[0]
+    assert str(error.value) == (
+        f"the Avalanche bridge imports torchvision, and torchvision {metadata.version('torchvision')} was built for "
+        f"another torch than this torch {torch.__version__} ({type(failure).__name__}: {failure}); install the "
+        f"matching pair from one package index: pip install torch=={release} torchvision (torchvision pins the torch "
+        "it was built for)")

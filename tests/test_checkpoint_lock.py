@@ -92,3 +92,55 @@ def test_the_cli_refuses_a_run_in_progress_with_one_line(tmp_path, capsys):
     assert status != 0 and not board.exists()
     assert err == [f"clbench: error: the same run is in progress (pid {os.getpid()}): wait for it to finish, or stop "
                    f"it (its lock: {held.lock_path})"]
+
+
+def _hold(folder, key) -> subprocess.Popen:
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), key], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    return holder
+
+
+def _kill(holder: subprocess.Popen) -> None:
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+
+
+def test_the_next_run_in_the_folder_removes_lock_files_of_killed_runs_and_keeps_live_ones(tmp_path):
+    live, killed = _hold(tmp_path, "live"), _hold(tmp_path, "killed")
+    try:
+        _kill(killed)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["killed.lock", "live.lock"]  # kill -9 leaves the file
+        with Checkpoint(tmp_path, "other").claim():
+            assert sorted(p.name for p in tmp_path.iterdir()) == ["live.lock", "other.lock"]
+        assert [p.name for p in tmp_path.iterdir()] == ["live.lock"]
+        assert (tmp_path / "live.lock").read_text() == f"{live.pid}\n"
+        with pytest.raises(ClbenchError, match=rf"the same run is in progress \(pid {live.pid}\)"):
+            with Checkpoint(tmp_path, "live").claim():  # still held by the live run
+                pass
+    finally:
+        _kill(live)
+
+
+def test_a_lock_held_for_an_instant_by_a_run_removing_it_as_stale_is_claimed_afresh(tmp_path):
+    """A run removing a stale lock file holds its lock while it unlinks it; an identical run starting
+    at that moment waits for it and locks the path anew instead of reporting a run in progress."""
+    import fcntl
+    import threading
+
+    path = tmp_path / "k.lock"
+    path.write_text("12345\n")
+    fd = os.open(path, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as remove_stale_locks does, from another open file
+
+    def remove_and_release() -> None:
+        path.unlink()
+        os.close(fd)
+
+    timer = threading.Timer(0.1, remove_and_release)
+    timer.start()
+    try:
+        with Checkpoint(tmp_path, "k").claim():
+            assert path.read_text() == f"{os.getpid()}\n"
+    finally:
+        timer.join()
+    assert list(tmp_path.iterdir()) == []

@@ -14,17 +14,39 @@ line naming the extra to install.
 from __future__ import annotations
 
 import warnings
+from importlib import metadata
 
 from clbench.errors import ClbenchError
 from clbench.guard import one_line
+
+
+def import_failure(exc: Exception) -> ClbenchError:
+    """The one-line error for avalanche-lib failing to import. A torchvision built for another torch than
+    the installed one fails as it loads its operators ("operator torchvision::nms does not exist", or an
+    undefined symbol): that is named, with the fix (the matching torch/torchvision pair); a missing package
+    names the extra to install."""
+    import torch
+
+    if "torchvision" in str(exc) and not isinstance(exc, ModuleNotFoundError):
+        try:
+            torchvision = f"torchvision {metadata.version('torchvision')}"
+        except metadata.PackageNotFoundError:
+            torchvision = "torchvision"
+        release = torch.__version__.split("+")[0]
+        return ClbenchError(f"the Avalanche bridge imports torchvision, and {torchvision} was built for another torch "
+                            f"than this torch {torch.__version__} ({one_line(exc)}); install the matching pair from one "
+                            f"package index: pip install torch=={release} torchvision (torchvision pins the torch it was "
+                            "built for)")
+    return ClbenchError(f"the Avalanche bridge needs avalanche-lib, which cannot be imported ({one_line(exc)}); "
+                        "install it with: pip install 'clbench[avalanche]'")
+
 
 try:
     with warnings.catch_warnings():  # avalanche warns on import about optional solvers it may never use
         warnings.simplefilter("ignore")
         import avalanche.training  # noqa: F401
-except ImportError as exc:
-    raise ClbenchError(f"the Avalanche bridge needs avalanche-lib, which cannot be imported ({one_line(exc)}); "
-                       "install it with: pip install 'clbench[avalanche]'") from None
+except (ImportError, RuntimeError, OSError) as exc:  # torchvision's operator registration raises RuntimeError
+    raise import_failure(exc) from None
 
 from clbench.interop.avalanche.learner import AvalancheLearner, strategy_learner, supported_strategies  # noqa: E402
 from clbench.interop.avalanche.metrics import avalanche_forgetting  # noqa: E402

@@ -71,7 +71,9 @@ class AvalancheLearner(Learner):
     plugins, replay data loaders, regularisers, ...) with the scenario's batch size and epochs (the
     batches it draws are its own shuffles of the experience's samples; the scenario's augmentation, if
     any, is the first epoch's). A batch outside any experience (task-free scenarios) is an experience
-    of its own, as in Avalanche's online streams. Task labels are 0: the strategy never sees task ids.
+    of its own, as in Avalanche's online streams. Task labels are 0: the strategy never sees task ids, and
+    trains one head over all classes, so a task-incremental scenario needs `til_training = "single-head"`
+    (masked training is refused rather than mislabelled).
 
     An Avalanche strategy keeps its state in plugin objects that are no plain tensors, so `state_dict`
     holds the network's initial weights and every training so far (samples, epochs, batch size, random
@@ -89,6 +91,10 @@ class AvalancheLearner(Learner):
                  optimizer: Literal["sgd", "adam"] = "sgd", momentum: Annotated[float, Range(ge=0, lt=1)] = 0.9,
                  weight_decay: Annotated[float, Range(ge=0)] = 0.0, **arguments: Any) -> None:
         super().__init__(context)
+        if context.til_training == "masked":
+            raise ClbenchError(f"learner '{self.name}': Avalanche's strategies train one head over all classes, so they "
+                               f"cannot train task-incremental masked to each task's classes; give --set "
+                               f"til_training=single-head")
         missing = [name for name in self.required if arguments.get(name) is None]
         if missing:
             raise ClbenchError(f"learner '{self.name}': Avalanche's {self.strategy_class.__name__} needs "
