@@ -10,10 +10,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from clbench import leaderboard
 from clbench.errors import ClbenchError
 from clbench.guard import one_line
 from clbench.recipes import Job, run_key
+from clbench.run_log import LogTarget
 
 BACKENDS = ("local", "ray")
 
@@ -29,6 +32,8 @@ class Worker:
     feature_cache: bool = True
     threads: int | None = None
     progress: bool = False
+    log: LogTarget | None = None
+    """`--log KIND DIR` (`clbench.run_log`): each run logged as it goes."""
 
 
 @dataclass(frozen=True)
@@ -55,12 +60,13 @@ def execute(job: Job, worker: Worker) -> Outcome:
 
     try:
         spec = load_spec(job.scenario).with_overrides(job.settings)
-        scenario = build_scenario(spec, worker.data_root, worker.cache_dir)
+        scenario = build_scenario(spec, worker.data_root, worker.cache_dir, job.seed)
         device = resolve_device(worker.device)
         configure_torch(scenario, device, worker.threads)
         root = Path(worker.cache_root)
         options = RunOptions(device, root / "checkpoints", None,
-                             FeatureCache(root / "features") if worker.feature_cache else None, progress=worker.progress)
+                             FeatureCache(root / "features") if worker.feature_cache else None,
+                             progress=worker.progress, precision=job.precision, log=worker.log)
         return Outcome(job, run_and_store(scenario, get_learner(job.learner), job.config, job.seed, options))
     except ClbenchError as exc:
         return Outcome(job, None, str(exc))
@@ -68,14 +74,37 @@ def execute(job: Job, worker: Worker) -> Outcome:
         return Outcome(job, None, one_line(exc))
 
 
+def runs_device(device: str, backend: str, gpus_per_run: float) -> str:
+    """The device type the sweep's runs will use, as the driver can tell before any starts (what "auto"
+    precision resolves with): `device` itself unless "auto"; else this machine's (local backend), or
+    cuda for Ray tasks given GPUs and cpu for Ray tasks given none."""
+    if device != "auto":
+        return device
+    if backend == "ray":
+        return "cuda" if gpus_per_run > 0 else "cpu"
+    from clbench.device import resolve_device
+
+    return resolve_device("auto").type
+
+
+def finished_runs(path: Path) -> pd.DataFrame | None:
+    """The finished runs at `path`, one per seed (`leaderboard.latest_runs`); None when there are none."""
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    return leaderboard.latest_runs(leaderboard.read(path))[0]
+
+
+def run_keys(runs: pd.DataFrame | None) -> set[tuple]:
+    """The identity (`recipes.run_key`) of every run in `runs`."""
+    if runs is None:
+        return set()
+    return {run_key(*values) for values in
+            runs[["scenario", "setting_id", "learner", "learner_config", "seed"]].itertuples(index=False)}
+
+
 def pending(jobs: list[Job], path: Path, force: bool) -> list[Job]:
     """The jobs whose (setting, learner, config, seed) has no finished row at `path` (all with `force`)."""
-    if force or not path.exists() or path.stat().st_size == 0:
-        return list(jobs)
-    frame = leaderboard.read(path)
-    runs, _ = leaderboard.latest_runs(frame)
-    done = {run_key(*values) for values in
-            runs[["scenario", "setting_id", "learner", "learner_config", "seed"]].itertuples(index=False)}
+    done = set() if force else run_keys(finished_runs(path))
     return [job for job in jobs if job.key not in done]
 
 

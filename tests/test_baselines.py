@@ -1,4 +1,8 @@
-"""The built-in bounds behave as the literature says, on the embedded split-digits scenario."""
+"""The recipes in baselines/ load and cover every shipped scenario with cited references, and the
+built-in bounds behave as the literature says, on the embedded split-digits scenario."""
+
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -6,7 +10,45 @@ import torch
 from clbench import runner
 from clbench.learner import get_learner
 from clbench.metrics import summary
-from clbench.scenario import build_scenario, load_spec
+from clbench.recipes import load_jobs, recipe_files
+from clbench.scenario import available_scenarios, build_scenario, load_spec
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+BASELINES = Path(__file__).resolve().parents[1] / "baselines"
+
+
+@pytest.fixture(scope="module")
+def recipe_jobs():
+    return load_jobs(BASELINES)  # a bad recipe, setting, hyper-parameter or reference raises
+
+
+def test_every_recipe_loads_and_validates(recipe_jobs):
+    assert len({job.recipe for job in recipe_jobs}) == len(recipe_files(BASELINES))
+
+
+def test_every_shipped_scenario_has_a_recipe(recipe_jobs):
+    covered = {job.key[0] for job in recipe_jobs}
+    assert sorted(set(available_scenarios()) - covered) == []
+
+
+def test_every_reference_is_a_table_naming_a_metric():
+    """Each reference is a [reference] table, not a bare string, whose metric is a leaderboard figure
+    (`load_jobs` checks it is one of the scenario's protocol); recipes without one are "none" in the README."""
+    from clbench.leaderboard import FIGURE_COLUMNS
+
+    for recipe, file in recipe_files(BASELINES).items():
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        if "reference" in raw:
+            assert isinstance(raw["reference"], dict) and raw["reference"]["metric"] in FIGURE_COLUMNS, recipe
+
+
+def test_the_readme_lists_every_recipe():
+    text = (BASELINES / "README.md").read_text(encoding="utf-8")
+    assert [recipe for recipe in recipe_files(BASELINES) if f"`{recipe}`" not in text] == []
 
 
 @pytest.fixture(scope="module")

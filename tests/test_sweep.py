@@ -139,3 +139,95 @@ def test_the_ray_backend_without_ray_is_one_line_naming_the_extra(tmp_path, lead
     assert _sweep(tmp_path / "r", leaderboard_path, "--backend", "ray") == 2
     assert capsys.readouterr().err.strip() == "clbench: error: the ray backend needs Ray: pip install 'clbench[ray]'"
     assert not leaderboard_path.exists()
+
+
+REFERENCE = ('[reference]\nfigure = "88.53 %"\nmetric = "average_incremental_accuracy"\nsetting = "10 x 10"\n'
+             'source = "a paper, Table 1"\n')
+
+
+def test_a_reference_is_a_string_or_a_table_with_a_note(tmp_path):
+    _recipe(tmp_path / "old", "nmc", "nmc", extra='reference = "88.53 % somewhere"\n' + TINY)
+    _recipe(tmp_path / "new", "nmc", "nmc", extra=TINY + REFERENCE + 'note = "v2 of the paper"\n')
+    assert len(load_jobs(tmp_path / "old")) == len(load_jobs(tmp_path / "new")) == 2
+
+
+@pytest.mark.parametrize("reference, message", [
+    ("reference = 3\n", "'reference' must be a string or a table"),
+    (REFERENCE.replace('source = "a paper, Table 1"\n', "").replace('setting = "10 x 10"\n', ""),
+     "the reference lacks setting, source (a reference names the figure, the metric, the setting and the source)"),
+    (REFERENCE + 'url = "https://x"\n', "unknown reference key 'url' (keys: figure, metric, setting, source, note)"),
+    (REFERENCE.replace('"88.53 %"', "88.53"), "reference 'figure' must be a non-empty string"),
+    (REFERENCE.replace('"10 x 10"', '" "'), "reference 'setting' must be a non-empty string"),
+    (REFERENCE.replace("average_incremental_accuracy", "fewshot_accuracy"),
+     "reference metric 'fewshot_accuracy' is not a figure of the class-incremental protocol (one of: final_accuracy, "
+     "average_incremental_accuracy, forgetting, backward_transfer, forward_transfer)"),
+])
+def test_a_bad_reference_is_one_line_naming_the_recipe(tmp_path, leaderboard_path, capsys, reference, message):
+    extra = TINY + reference if reference.startswith("[") else reference + TINY
+    path = _recipe(tmp_path / "r", "nmc", "nmc", extra=extra)
+    assert _sweep(tmp_path / "r", leaderboard_path, "--dry-run") == 2
+    assert capsys.readouterr().err == f"clbench: error: recipe {path}: {message}\n"
+
+
+def _row(job, train: float, evaluate: float, n: int, seed: int | None = None, setting: str | None = None,
+         config: str | None = None) -> dict:
+    """A hand-built finished row for `job`'s run (or one differing in seed, setting or config)."""
+    scenario, setting_id, learner, config_json, job_seed = job.key
+    return {"run_id": f"run{n}", "created_at": "2024-01-01T00:00:00+00:00", "scenario": scenario,
+            "scenario_fingerprint": "fp", "setting_id": setting or setting_id, "learner": learner,
+            "learner_config": config or config_json, "seed": job_seed if seed is None else seed,
+            "train_seconds": train, "eval_seconds": evaluate, "status": "ok"}
+
+
+def _tree(*roots: Path) -> dict[Path, tuple[int, int]]:
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for root in roots for p in root.rglob("*")}
+
+
+def _plan_lines(out: str) -> dict[tuple[str, str], list[str]]:
+    """(recipe, seed) -> the cells of that run's line of the dry-run table."""
+    import re
+
+    cells = [re.split(r"\s{2,}", line.strip()) for line in out.splitlines()]
+    return {(c[0], c[3]): c for c in cells if len(c) >= 7 and c[3].isdigit()}
+
+
+def test_a_dry_run_lists_runs_and_skips_with_data_and_estimates_and_writes_nothing(tmp_path, capsys):
+    import os
+
+    recipes = tmp_path / "r"
+    _recipe(recipes, "nmc", "nmc", "[0, 1, 2]")
+    _recipe(recipes, "finetune", "finetune", "[0]")
+    _recipe(recipes, "joint", "joint", "[4]")
+    (recipes / "episodes.toml").write_text('scenario = "miniimagenet-5way-1shot"\nlearner = "nmc"\nseeds = [0]\n')
+    jobs = {(j.recipe, j.seed): j for j in load_jobs(recipes)}
+    nmc, finetune = jobs[("nmc", 0)], jobs[("finetune", 0)]
+    board = tmp_path / "board" / "leaderboard.csv"
+    leaderboard.append_rows(board, [
+        _row(nmc, 1.0, 2.0, 0),  # nmc seed 0 has its row: skipped
+        _row(nmc, 4.0, 5.0, 1, seed=7),  # same setting and config, another seed: 9 s
+        _row(finetune, 10.0, 0.0, 2, config='{"lr": 0.5}'),  # same scenario and learner only: 10, 20, 40 s
+        _row(finetune, 15.0, 5.0, 3, seed=1, setting="another-setting"),
+        _row(finetune, 30.0, 10.0, 4, seed=2, setting="another-setting"),
+    ])
+    data_root = Path(os.environ["CLBENCH_DATA"])
+    before = _tree(tmp_path, data_root)
+
+    assert _sweep(recipes, board, "--dry-run") == 0
+    out = capsys.readouterr().out
+    lines = _plan_lines(out)
+    assert lines[("nmc", "0")][4:6] == ["embedded", "skip (has a row)"]
+    for seed in ("1", "2"):
+        assert lines[("nmc", seed)][4:] == ["embedded", "run", "6.0", "median of 2 row(s), same setting and config"]
+    assert lines[("finetune", "0")][4:] == ["embedded", "run", "20.0", "median of 3 row(s), same scenario and learner"]
+    assert lines[("joint", "4")][4:7] == ["embedded", "run", "unknown"]
+    assert lines[("episodes", "0")][1:7] == ["miniimagenet-5way-1shot", "nmc", "0", "missing", "run", "unknown"]
+    assert f"6 run(s) in the recipes: 5 to run, 1 skipped (already in {board})" in out
+    assert "data missing or corrupt for 1 of the 5 to run" in out
+    assert "estimated train+eval time of the 3 to run with an estimate: 32.0 s (0.01 h); no estimate for 2" in out
+
+    assert _sweep(recipes, board, "--dry-run", "--force") == 0
+    assert "6 run(s) in the recipes: 6 to run, 0 skipped" in capsys.readouterr().out
+    absent = tmp_path / "no-board.csv"
+    assert _sweep(recipes, absent, "--dry-run") == 0
+    assert "6 to run, 0 skipped" in capsys.readouterr().out
+    assert _tree(tmp_path, data_root) == before and not absent.exists()  # nothing written, not even a checkpoint
