@@ -26,10 +26,14 @@ because Avalanche's offline `Replay` fills its buffer only at the end of an expe
   each mini-experience (Avalanche's online idiom). Timed: the `train` calls (no evaluation).
 
 Throughput counts processed samples (stream + replayed): identical work for the three systems except
-Avalanche's offline Replay, which replays nothing during the first experience. Targets: clbench >= 0.95x
-bare everywhere; clbench vs Avalanche: >= 2x online on a GPU (on a CPU compute dominates: close).
-No frozen encoder here, so no inference copy: the three do the same arithmetic. Every measurement is
-repeated (`--repeats`, interleaved), its median reported with its spread and the load average around it.
+Avalanche's offline Replay, which replays nothing during the first experience. A second table gives
+online training steps per second (one step: a stream batch of 10 + a replayed batch of 10) of the bare
+ER loop and of clbench's replay with ER and ER-ACE and of adab2n (its own defaults but the buffer of
+500): on a GPU such steps are launch-bound, and a step that waits for the device (a host sync) shows
+there. Targets: clbench >= 0.95x bare everywhere; clbench vs Avalanche: >= 2x online on a GPU (on a CPU
+compute dominates: close). No frozen encoder here, so no inference copy: the three do the same
+arithmetic. Every measurement is repeated (`--repeats`, interleaved), its median reported with its
+spread and the load average around it.
 
     python benchmarks/trained_learner.py [--quick] [--device auto|cpu|cuda] [--per-exp ONLINE OFFLINE]
                                          [--repeats N] [--threads N]
@@ -55,11 +59,13 @@ from _common import (CIFAR_MEAN, CIFAR_STD, ArrayImages, Measurement, apply_run_
                      verdict)
 
 from clbench.device import resolve_device  # noqa: E402
+from clbench.learner import Learner  # noqa: E402
+from clbench.learners.adab2n import AdaB2N  # noqa: E402
 from clbench.learners.finetune import Finetune  # noqa: E402
 from clbench.learners.replay import Replay  # noqa: E402
 from clbench.nets.reduced_resnet18 import reduced_resnet18  # noqa: E402
 from clbench.protocols import split_by_class  # noqa: E402
-from clbench.runner import run  # noqa: E402
+from clbench.runner import batches, run  # noqa: E402
 from clbench.scenario import Scenario, ScenarioSpec  # noqa: E402
 
 LR, MOMENTUM, MEMORY, PADDING, N_CLASSES = 0.05, 0.9, 500, 4, 100
@@ -160,6 +166,37 @@ def clbench(scenario: Scenario, replay: bool, device: torch.device) -> tuple[flo
             seen += n
     assert seen == result.samples_seen
     return result.train_seconds, (seen, processed)
+
+
+def steps(scenario: Scenario) -> int:
+    """Training steps (learn calls) of one pass over the scenario, batched as the runner batches."""
+    size = scenario.spec.batch_size
+    return sum(len(batches(torch.arange(len(e.train_indices)), size)) for e in scenario.stream.experiences)
+
+
+def clbench_seconds(scenario: Scenario, learner: type[Learner], config: dict[str, Any],
+                    device: torch.device) -> tuple[float, int]:
+    """(seconds of the training loop, training steps) of one clbench run."""
+    return run(scenario, learner, config, seed=0, device=device, progress=False).train_seconds, steps(scenario)
+
+
+def online_steps(scenario: Scenario, train_sets: list[np.ndarray], images: torch.Tensor, labels: torch.Tensor,
+                 repeats: int, device: torch.device) -> str:
+    """The table of online steps per second: the bare ER loop, clbench's ER, ER-ACE and AdaB²N."""
+    bare_steps = sum(-(-len(indices) // 10) for indices in train_sets)
+    systems = {
+        "bare ER": lambda: (bare(images, labels, train_sets, 10, True, device)[0], bare_steps),
+        "clbench replay (ER)": lambda: clbench_seconds(scenario, Replay, {"buffer_size": MEMORY, "lr": LR,
+                                                                          "momentum": MOMENTUM}, device),
+        "clbench replay (ER-ACE)": lambda: clbench_seconds(scenario, Replay, {"buffer_size": MEMORY, "lr": LR,
+                                                                              "momentum": MOMENTUM, "loss": "er-ace"},
+                                                           device),
+        "clbench adab2n": lambda: clbench_seconds(scenario, AdaB2N, {"buffer_size": MEMORY}, device),
+    }
+    measured = {name: Measurement(f"online steps {name}") for name in systems}
+    interleaved([(measured[name], fn) for name, fn in systems.items()], repeats, None)
+    rows = [[name, m.median_result, m.cell(lambda s, n=m.median_result: n / s, 1)] for name, m in measured.items()]
+    return table(["online, batch 10 + replay 10", "steps", "steps/s [spread]"], rows)
 
 
 # ---- Avalanche -----------------------------------------------------------------------------------------
@@ -273,6 +310,8 @@ def main() -> None:
                         + [marked(f"{vs_bare:.2f}x", measured["clbench"], measured["bare"]), verdict(vs_bare >= 0.95),
                            marked(f"{vs_peer:.2f}x", measured["clbench"], measured["avalanche"])])
             ratios.append((name, vs_bare, vs_peer))
+    online_scenario, online_sets, _ = subset_scenario(dataset, per_online, 10)
+    steps_table = online_steps(online_scenario, online_sets, images, labels, repeats, device)
 
     print("\n## Throughput, samples/s: stream / processed (= stream + replayed) [spread]\n")
     print(table(["learner", "bare", "clbench", "Avalanche", "clbench / bare", ">= 0.95x", "clbench / Avalanche"], rows))
@@ -282,6 +321,8 @@ def main() -> None:
           + (f" (target on a GPU >= 2x: {verdict(online_peer >= 2)})" if gpu else
              " (the >= 2x target is for a GPU; on a CPU compute dominates and they should be close)"))
     print("Ratios are of processed samples/s (the same as of stream samples/s where the work is the same).")
+    print("\n## Online training steps per second (one step: 10 stream + 10 replayed samples)\n")
+    print(steps_table)
     print(load_note(repeats))
 
 

@@ -69,6 +69,9 @@ class ReservoirBuffer:
     with probability size / n. Images are stored as uint8 when a `codec` is given (inputs otherwise,
     e.g. features), allocated at the first batch. All draws come from a CPU generator seeded with
     `seed` (the same on any device); `state`/`load` carry everything, generator included.
+
+    No host synchronisation: the counts are host integers, and the drawn slots reach the device by
+    non-blocking copies (a blocking host-to-device copy waits for every kernel queued before it).
     """
 
     def __init__(self, size: int, device: torch.device, seed: int, codec: ImageCodec | None = None,
@@ -102,8 +105,8 @@ class ReservoirBuffer:
             self._allocate(stored, y, logits)
         slots, sources = reservoir_writes(self.seen, len(x), self.size, self.generator)
         self.seen += len(x)
-        if len(slots):
-            slots, sources = slots.to(self.device), sources.to(self.device)
+        if len(slots):  # CPU tensors: their length is known on the host
+            slots, sources = slots.to(self.device, non_blocking=True), sources.to(self.device, non_blocking=True)
             self.x[slots] = stored[sources].to(self.x.dtype)
             self.y[slots] = y[sources].to(self.y.dtype)
             if logits is not None:
@@ -115,7 +118,7 @@ class ReservoirBuffer:
         k = min(k, self.filled)
         if k <= 0:
             return None
-        pick = torch.randperm(self.filled, generator=self.generator)[:k].to(self.device)
+        pick = torch.randperm(self.filled, generator=self.generator)[:k].to(self.device, non_blocking=True)
         x = self.codec.decode(self.x[pick]) if self.codec else self.x[pick]
         return x, self.y[pick], None if self.logits is None else self.logits[pick]
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
 
 from clbench.errors import ClbenchError
-from clbench.learner import Context, Range
+from clbench.learner import Context, Range, Step
+from clbench.learners.arrival_tasks import ArrivalTasks
 from clbench.learners.buffer import ImageCodec, ReservoirBuffer
 from clbench.learners.finetune import Finetune
 from clbench.nets.norm import adab2n_layers, assign_tasks, regulariser
@@ -26,13 +26,24 @@ _APPLIES_TO = {"alpha": ("loss", "der"), "beta": ("loss", "der"), "kappa": ("nor
 """Hyper-parameters that only act under one value of another: setting them otherwise is an error."""
 
 
-def ace_loss(stream_logits: torch.Tensor, y: torch.Tensor, replay_logits: torch.Tensor | None,
-             replay_y: torch.Tensor | None) -> torch.Tensor:
-    """ER-ACE's asymmetric cross-entropy (Caccia et al. ICLR 2022): the stream batch's logits masked to
-    the classes present in the stream batch, plus the plain cross-entropy of the replayed batch."""
-    present = torch.zeros(stream_logits.shape[1], dtype=torch.bool, device=y.device)
+def ace_hidden(seen: torch.Tensor, y: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+    """The classes (C,) bool that ER-ACE hides from the stream batch's softmax: none in the first task;
+    from the second (`current` > 0, a 0-dim tensor) on, the classes `seen` so far that are absent from
+    the stream labels `y`. Classes never seen stay, as do the batch's own. This is Mammoth's `er_ace`
+    (which the official AdaB²N code runs): it masks from task 1 on and unmasks the batch's classes and
+    every label from the largest seen one up, i.e. the unseen classes when labels come in task order;
+    it also leaves that largest seen label unmasked, which this does not. Tensor ops only: no host sync."""
+    present = torch.zeros_like(seen)
     present[y] = True
-    masked = stream_logits.masked_fill(~present, torch.finfo(stream_logits.dtype).min)
+    return seen & ~present & (current > 0)
+
+
+def ace_loss(stream_logits: torch.Tensor, y: torch.Tensor, replay_logits: torch.Tensor | None,
+             replay_y: torch.Tensor | None, hidden: torch.Tensor) -> torch.Tensor:
+    """ER-ACE's asymmetric cross-entropy (Caccia et al. ICLR 2022): the cross-entropy of the stream
+    batch's logits with the `hidden` classes (C,) bool (`ace_hidden`) masked out, plus the plain
+    cross-entropy of the replayed batch."""
+    masked = stream_logits.masked_fill(hidden, torch.finfo(stream_logits.dtype).min)
     loss = F.cross_entropy(masked, y)
     return loss if replay_logits is None else loss + F.cross_entropy(replay_logits, replay_y)
 
@@ -48,16 +59,21 @@ class Replay(Finetune):
     the loss, then offers the stream batch to the buffer:
 
     - `er` (Chaudhry et al. 2019; Rolnick et al. 2019): the mean cross-entropy of the whole pass;
-    - `er-ace` (Caccia et al. 2022): `ace_loss`, the stream's logits masked to its present classes;
+    - `er-ace` (Caccia et al. 2022): `ace_loss`, from the second task on the stream's logits of classes
+      seen before but absent from the stream batch masked out (`ace_hidden`), + CE(replayed);
     - `der` (DER++, Buzzega et al. 2020): CE(stream) + alpha * MSE(logits of a replayed draw, the logits
       stored when those samples entered the buffer, never updated) + beta * CE(a second, independent
       draw); the buffer keeps the stream batch's logits of the step that offers it.
 
     `norm = adab2n` swaps every BatchNorm2d of the backbone for AdaB²N (`clbench.nets.norm`, Lyu et al.
     2023) with momentum schedule `kappa`, adds `reg_weight` x its statistics regulariser from task
-    `reg_from_task` on, and tells the layers each sample's task: a class's task is the rank of its
-    first appearance in the stream divided by ceil(classes / experiences) (for an even class-incremental
-    split: the experience that brought it), so it needs no boundaries or task ids. Task-free and online.
+    `reg_from_task` on, and tells the layers each sample's task. Tasks (for AdaB²N and ER-ACE's "second
+    task") come from `ArrivalTasks`: a class's task is the rank of its first appearance in the stream
+    divided by ceil(classes / experiences) (for an even class-incremental split: the experience that
+    brought it), so they need no boundaries or task ids. Task-free and online. Replay starts as soon
+    as the buffer holds a sample (the second step), as Caccia et al.'s task-free ER does (Mammoth's
+    waits for the second task). A step never waits for the device (no `.item()`, no data-dependent
+    shape on the device, non-blocking copies of the buffer's draws).
     The buffer stores what the learner receives (after the run's augmentation, if any). `state_dict`
     holds network, optimizer, buffer, its generator and the class-to-task table: a restored learner
     continues exactly as the original.
@@ -89,8 +105,7 @@ class Replay(Finetune):
         self.buffer = ReservoirBuffer(buffer_size, context.device, context.seed + _SEED_OFFSET, codec,
                                       keeps_logits=loss == "der")
         self.norm_layers = adab2n_layers(self.net)
-        self.per_task = math.ceil(context.num_classes / context.n_experiences)
-        self.class_task = torch.full((context.num_classes,), -1, dtype=torch.int64, device=context.device)
+        self.arrival = ArrivalTasks(context.num_classes, context.n_experiences, context.device)
 
     def _check_combination(self, replay_batch_size: int, buffer_size: int) -> None:
         """One-line errors for a replay batch larger than the buffer, and for a hyper-parameter set away
@@ -104,7 +119,7 @@ class Replay(Finetune):
                 raise ClbenchError(f"learner '{self.name}': {key} acts only with {other}={needed}, "
                                    f"not {other}={self.config[other]}; set {other}={needed} or leave {key} out")
 
-    def learn(self, x: torch.Tensor, y: torch.Tensor, task: int | None) -> None:
+    def learn(self, x: torch.Tensor, y: torch.Tensor, task: int | None) -> Step:
         self.net.train()
         k = self.replay_batch_size or len(x)
         draws = [self.buffer.sample(k) for _ in range(2 if self.loss == "der" else 1)]
@@ -113,49 +128,54 @@ class Replay(Finetune):
         labels = torch.cat([y, *(d[1] for d in draws)])
         current = self._assign_tasks(y, labels)
         logits = self.net(inputs)
-        loss = self._loss(logits, labels, len(y), draws)
-        if self.norm_layers and current >= self.reg_from_task:
-            loss = loss + self.reg_weight * regulariser(self.norm_layers)
+        loss = self._loss(logits, labels, len(y), draws, current)
+        if self.norm_layers and self.reg_weight:  # from task reg_from_task on: a tensor condition, no host sync
+            regularised = loss + self.reg_weight * regulariser(self.norm_layers)
+            loss = torch.where(current >= self.reg_from_task, regularised, loss)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.buffer.add(x, y, logits[: len(y)] if self.loss == "der" else None)
+        return Step(loss, self.task_mask(logits[: len(y)], y))
 
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor, n: int, draws: list[tuple]) -> torch.Tensor:
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor, n: int, draws: list[tuple],
+              current: torch.Tensor | None) -> torch.Tensor:
         """The step's loss over one forward pass: the stream batch is the first `n` rows, the replayed
-        draws follow in order."""
+        draws follow in order; `current` is the current task (ER-ACE masks from the second on). Every
+        cross-entropy reads the logits masked to each sample's task's classes
+        (`TaskMask`, task-incremental with til_training = masked: a replayed sample to its own task's;
+        ER-ACE's mask then applies on top); DER++'s logit regression reads the unmasked logits."""
+        raw, logits = logits, self.task_mask(logits, labels)
         if self.loss == "er":
             return F.cross_entropy(logits, labels)
         sizes = [n, *(len(draw[1]) for draw in draws)]
         (stream, *replayed), (y, *replayed_y) = logits.split(sizes), labels.split(sizes)
         if self.loss == "er-ace":
-            return ace_loss(stream, y, replayed[0], replayed_y[0]) if draws else ace_loss(stream, y, None, None)
+            hidden = ace_hidden(self.arrival.seen, y, current)
+            return ace_loss(stream, y, replayed[0], replayed_y[0], hidden) if draws else \
+                ace_loss(stream, y, None, None, hidden)
         loss = F.cross_entropy(stream, y)
         if draws:  # DER++: the first draw's logits against those stored, the second draw's labels
-            loss = loss + self.alpha * F.mse_loss(replayed[0], draws[0][2].to(replayed[0].dtype))
+            regressed = raw.split(sizes)[1]
+            loss = loss + self.alpha * F.mse_loss(regressed, draws[0][2].to(regressed.dtype))
             loss = loss + self.beta * F.cross_entropy(replayed[1], replayed_y[1])
         return loss
 
-    def _assign_tasks(self, y: torch.Tensor, labels: torch.Tensor) -> int:
-        """Give classes first seen in `y` their task (rank of first appearance // per_task), tell the AdaB²N
-        layers the task of every sample in `labels`, and return the current task (0 without AdaB²N)."""
-        if not self.norm_layers:
-            return 0
-        fresh = y[self.class_task[y] < 0]
-        if len(fresh):
-            classes, inverse = torch.unique(fresh, return_inverse=True)
-            first = torch.full((len(classes),), len(fresh), device=y.device).scatter_reduce(
-                0, inverse, torch.arange(len(fresh), device=y.device), reduce="amin")
-            rank = int((self.class_task >= 0).sum()) + torch.arange(len(classes), device=y.device)
-            self.class_task[classes[first.argsort()]] = rank // self.per_task
-        current = int(self.class_task.max())
-        assign_tasks(self.norm_layers, self.class_task[labels], current)
+    def _assign_tasks(self, y: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+        """Give classes first seen in `y` their task (`ArrivalTasks`), tell the AdaB²N layers the task of
+        every sample in `labels`, and return the current task (a 0-dim tensor on the device), or None
+        where neither the loss nor the norm needs it (ER and DER++ over BatchNorm)."""
+        if not self.norm_layers and self.loss != "er-ace":
+            return None
+        current = self.arrival.update(y)
+        if self.norm_layers:
+            assign_tasks(self.norm_layers, self.arrival.table[labels], current)
         return current
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "buffer": self.buffer.state(), "class_task": self.class_task}
+        return {**super().state_dict(), "buffer": self.buffer.state(), "class_task": self.arrival.table}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.buffer.load(state["buffer"], f"learner '{self.name}'")
         super().load_state_dict(state)
-        self.class_task.copy_(state["class_task"])
+        self.arrival.table.copy_(state["class_task"])

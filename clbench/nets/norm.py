@@ -24,11 +24,14 @@ class AdaB2N(nn.Module):
     """Adaptive Balance of BN: a drop-in for `nn.BatchNorm2d` in online continual learning.
 
     Training forward, with `assign_tasks` giving each sample's task t(i) and the current task T:
-    from the second task on (T > 0), with n_t samples of task t in the batch,
-    pi_t = (exp(eta_t) + n_t) / sum_{k <= T} (exp(eta_k) + n_k), sample weight w_i = pi_t(i) / n_t(i),
-    and the batch mean and (biased) variance are w-weighted (the weights sum to 1 when every task
-    up to T is in the batch, as in the official code); the first task, or no assignment, uses plain
-    batch statistics. eta (one learnable logit per task, initialised 0) trains with the network.
+    with n_t samples of task t in the batch, pi_t = (exp(eta_t) + n_t) / sum_{k <= T} (exp(eta_k) + n_k),
+    sample weight w_i = pi_t(i) / n_t(i), and the batch mean and (biased) variance are w-weighted (the
+    weights sum to 1 when every task up to T is in the batch, as in the official code). In the first
+    task (T = 0) pi_0 = 1 exactly, every w_i = 1 / N and eta gets no gradient: the plain batch
+    statistics the official code computes there (up to rounding: one formula for every task, selected
+    by tensors, keeps the step free of host syncs).
+    No assignment: plain batch statistics. eta (one learnable logit per task, initialised 0) trains
+    with the network.
 
     Running statistics follow mu_R <- (1 - m_s) mu_R + m_s mu_B (the same for the variance) at the
     s-th training forward, m_1 = m^kappa, m_s = m_{s-1} / (m_{s-1} + (1 - m)^kappa), m the BN momentum:
@@ -50,7 +53,9 @@ class AdaB2N(nn.Module):
         self.register_buffer("running_var", torch.ones(num_features))
         self.register_buffer("step_momentum", torch.tensor(0.0, dtype=torch.float64))  # m_s; 0 before the first step
         self.tasks: torch.Tensor | None = None
-        self.counts: torch.Tensor | None = None
+        self.counts: torch.Tensor | None = None  # samples of each task in the batch (n_tasks,)
+        self.active: torch.Tensor | None = None  # whether each task is one of 0 .. T (n_tasks,) bool
+        self.several: torch.Tensor | None = None  # T > 0, 0-dim bool
         self.stats_loss = torch.zeros(())
 
     @classmethod
@@ -73,15 +78,16 @@ class AdaB2N(nn.Module):
         return self.step_momentum
 
     def batch_statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel (mean, biased variance) of `x`, task-weighted when tasks are assigned and T > 0."""
-        if self.tasks is None or self.counts is None or len(self.counts) < 2:
+        """Per-channel (mean, biased variance) of `x`, task-weighted when tasks are assigned."""
+        if self.tasks is None or self.counts is None or self.active is None or self.several is None:
             var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
             return mean, var
         if len(self.tasks) != len(x):
             raise ClbenchError(f"adab2n: tasks were assigned to {len(self.tasks)} samples, the batch has {len(x)}")
         counts = self.counts.to(x.dtype)
-        concentration = self.eta[: len(counts)].exp().to(x.dtype) + counts
-        weights = (concentration / concentration.sum() / counts.clamp(min=1))[self.tasks]
+        concentration = torch.where(self.active, self.eta.exp().to(x.dtype) + counts, 0)
+        share = torch.where(self.several, concentration / concentration.sum(), 1.0)  # pi
+        weights = (share / counts.clamp(min=1))[self.tasks]
         mean = weights @ x.mean(dim=(2, 3))
         var = weights @ (x - mean.view(1, -1, 1, 1)).square().mean(dim=(2, 3))
         return mean, var
@@ -130,12 +136,20 @@ def adab2n_layers(model: nn.Module) -> list[AdaB2N]:
     return [m for m in model.modules() if isinstance(m, AdaB2N)]
 
 
-def assign_tasks(layers: list[AdaB2N], tasks: torch.Tensor | None, current: int) -> None:
+def assign_tasks(layers: list[AdaB2N], tasks: torch.Tensor | None, current: int | torch.Tensor) -> None:
     """Tell `layers` the task of each sample of the next training batch (int64, N) and the current
-    task `current` (tasks 0 .. current count); None: plain batch statistics."""
-    counts = None if tasks is None else torch.bincount(tasks, minlength=current + 1)
+    task `current` (tasks 0 .. current count; an int or a 0-dim tensor on the device); None: plain
+    batch statistics. Fixed-size counts (no `bincount`, whose size depends on the data): no host sync."""
+    if not layers:
+        return
+    counts = active = several = None
+    if tasks is not None:
+        positions = torch.arange(layers[0].n_tasks, device=tasks.device)
+        counts = torch.zeros_like(positions).scatter_add_(0, tasks, torch.ones_like(tasks))
+        active = positions <= current
+        several = active[1:].any()
     for layer in layers:
-        layer.tasks, layer.counts = tasks, counts
+        layer.tasks, layer.counts, layer.active, layer.several = tasks, counts, active, several
 
 
 def regulariser(layers: list[AdaB2N]) -> torch.Tensor:

@@ -27,8 +27,11 @@ def test_with_one_task_batch_statistics_and_output_are_batchnorms():
         ada.weight.copy_(bn.weight), ada.bias.copy_(bn.bias)
     for x in _batches(3):
         assign_tasks([ada], torch.zeros(len(x), dtype=torch.int64), current=0)  # only task 0: plain statistics
-        assert torch.allclose(ada(x), bn(x), atol=1e-5)
+        out = ada(x)
+        assert torch.allclose(out, bn(x), atol=1e-5)
         assert torch.allclose(ada.running_mean, bn.running_mean, atol=1e-6)
+        out.square().sum().backward()
+        assert ada.eta.grad is None or not ada.eta.grad.any()  # the task logits do not learn in task 0
 
 
 def test_kappa_one_is_batchnorms_constant_momentum():
@@ -77,6 +80,18 @@ def test_task_weights_follow_the_formula_on_a_hand_built_batch_of_two_tasks():
     assert float(ada.running_mean) == pytest.approx(0.1 * mean, rel=1e-5)
     out.square().sum().backward()
     assert ada.eta.grad[:2].abs().min() > 0 and ada.eta.grad[2] == 0  # the current tasks' logits learn
+
+
+def test_the_assignment_has_a_fixed_size_and_takes_the_current_task_as_a_device_tensor():
+    # sizes that depend on the data (bincount up to the largest task) would make the host wait for the device
+    ada = AdaB2N(1, n_tasks=4, kappa=1.0, eps=0.0)
+    x = torch.tensor([1.0, 2.0, 3.0, 10.0]).view(4, 1, 1, 1)
+    assign_tasks([ada], torch.tensor([0, 0, 0, 1]), current=torch.tensor(1))
+    assert ada.counts.tolist() == [3, 1, 0, 0] and ada.active.tolist() == [True, True, False, False]
+    # pi = (1 + 3, 1 + 1) / 6 (eta = 0): weights 2/9 (task 0), 1/3 (task 1)
+    mean = 2 / 9 * 6 + 1 / 3 * 10  # 14/3
+    var = 2 / 9 * ((1 - mean) ** 2 + (2 - mean) ** 2 + (3 - mean) ** 2) + 1 / 3 * (10 - mean) ** 2
+    assert torch.allclose(ada(x).flatten(), (x.flatten() - mean) / math.sqrt(var), atol=1e-5)
 
 
 def test_eval_never_uses_batch_statistics():
