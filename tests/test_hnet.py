@@ -11,7 +11,7 @@ from clbench.backbones import backbone_factory
 from clbench.errors import ClbenchError
 from clbench.learner import Context
 from clbench.learners.hnet import HNet, HNetFeatures, lowest_entropy, task_log_probs
-from clbench.learners.hypernet.generator import mip_encode
+from clbench.learners.hypernet.generator import Hypernetwork, mip_encode
 from clbench.learners.hypernet.lookahead import adam_delta, shifted
 from clbench.learners.hypernet.target import TargetNet
 from clbench import runner
@@ -120,6 +120,34 @@ def test_mip_starts_from_theta_0_initialised_like_the_target() -> None:
     assert sizes == [8 * 36, 8, 4 * 8, 4]
     first = learner.hnet.theta_0[: sizes[0]]
     assert first.abs().max() <= 1 / math.sqrt(36) and first.std() > 0.5 / math.sqrt(3 * 36)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "rnn"])
+def test_mip_initialises_the_generator_as_hyperlight_so_the_residual_starts_at_the_targets_scale(kind: str) -> None:
+    """hnet's default sizes on 8x8 digits. The MLP generator as hyperlight: linear layers Kaiming-normal in fan-out
+    mode with zero bias, the head's fan-out being all 17,610 generated weights, so a generated entry's mean square
+    is |h|^2 / n_out; the LSTM generator (not in hyperlight) keeps PyTorch's init. Either way the residual h(E(e))
+    starts at theta_0's scale (PyTorch's init of the MLP generator: 1.56 times it)."""
+    torch.manual_seed(0)
+    initial = TargetNet("mlp", (1, 8, 8), (100, 100), 10, 5).initial_weights()
+    hnet = Hypernetwork(kind, "mip", initial, 5, 32, 1000, 32, (100, 100))
+    generator, n_out = hnet.generator, len(initial)
+    with torch.no_grad():
+        codes = mip_encode(hnet.embeddings)
+        residual = generator(codes)
+    assert 0.7 < residual.std().item() / hnet.theta_0.std().item() < 1.4
+    if kind == "rnn":  # PyTorch's default: uniform in +-1/sqrt(fan_in)
+        assert generator.head.weight.std().item() == pytest.approx(1 / math.sqrt(3 * 100), rel=0.05)
+        return
+    layers = [m for m in generator.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(layers) == 3
+    for layer in layers:
+        std = 1 / math.sqrt(n_out) if layer is generator.head else math.sqrt(2 / layer.out_features)
+        assert layer.weight.std().item() == pytest.approx(std, rel=0.05) and not layer.bias.any()
+    with torch.no_grad():
+        chunks = generator.chunks.expand(len(codes), -1, -1)
+        last = generator.body(torch.cat([codes[:, None].expand(-1, len(generator.chunks), -1), chunks], 2))
+    assert residual.pow(2).mean().item() == pytest.approx(last.pow(2).sum(-1).mean().item() / n_out, rel=0.1)
 
 
 def test_lookahead_is_the_change_adam_would_make() -> None:

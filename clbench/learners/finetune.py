@@ -5,15 +5,19 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from clbench.learner import Context, Learner, Range
+from clbench.learner import Context, Learner, Range, Step
+from clbench.learners.task_heads import TaskMask
 
 
 class Finetune(Learner):
     """Fine-tuning: the run's backbone plus a linear head over all classes, trained by SGD or Adam
-    on each experience in turn with cross-entropy, no protection against forgetting (lower bound)."""
+    on each experience in turn with cross-entropy, no protection against forgetting (lower bound).
+
+    Task-incremental with `til_training = "masked"` (the default), each sample's cross-entropy is over
+    its task's classes only (`clbench.learners.task_heads.TaskMask`: one head per task); single-head or
+    elsewhere, over all classes."""
 
     name = "finetune"
     wants = "images"
@@ -31,22 +35,20 @@ class Finetune(Learner):
         super().__init__(context)
         backbone = context.backbone()
         self.net = nn.Sequential(backbone, nn.Linear(backbone.out_dim, context.num_classes)).to(context.device)
+        self.task_mask = TaskMask(context)
         if optimizer == "sgd":
             self.optimizer = torch.optim.SGD(self.net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
         else:
             self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr, weight_decay=weight_decay)
 
-    def learn(self, x: torch.Tensor, y: torch.Tensor, task: int | None) -> None:
+    def learn(self, x: torch.Tensor, y: torch.Tensor, task: int | None) -> Step:
         self.net.train()
-        loss = F.cross_entropy(self.net(x), y)
+        logits = self.net(x)
+        loss = self.task_mask.cross_entropy(logits, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self._before_step(len(y))
         self.optimizer.step()
-
-    def _before_step(self, batch_size: int) -> None:
-        """Hook for subclasses, called in `learn` between the backward pass of the batch's cross-entropy
-        (its gradients are in each parameter's `.grad`) and the optimizer step; nothing here."""
+        return Step(loss.detach(), self.task_mask(logits.detach(), y))
 
     def predict(self, x: torch.Tensor, task: int | None) -> torch.Tensor:
         self.net.eval()

@@ -40,7 +40,9 @@ class _Hypernet(Learner):
     embedding, protected by the output regulariser with the look-ahead step.
 
     Per `learn(x, y, task)` on task T: the task loss is the cross-entropy of the target run with h(e_T),
-    within T's classes (one head per task, as von Oswald et al.); it steps e_T (its own Adam, reset
+    within T's classes (one head per task, as von Oswald et al.; the scenario's `til_training =
+    "single-head"` is refused: each task's generated network is read only within that task's classes,
+    so there is no shared head for single-head training to act on); it steps e_T (its own Adam, reset
     when a task begins, so earlier embeddings never move); then, if earlier tasks exist and `beta` > 0,
     the regulariser beta / |S| * sum_{t in S} ||h(e_t, Theta + dTheta) - h*(e_t)||^2 with dTheta the
     look-ahead (the change Adam's step on the task loss would make; detached; `lookahead=false`: 0), S
@@ -76,6 +78,10 @@ class _Hypernet(Learner):
         chunk_emb_dim: Annotated[int, Range(ge=1)] = 32,
     ) -> None:
         super().__init__(context)
+        if context.til_training == "single-head":
+            raise ClbenchError(f"learner '{self.name}' generates one network per task and trains it within that task's "
+                               f"classes (von Oswald et al.'s one head per task): til_training=single-head does not "
+                               f"apply to it; leave til_training at 'masked'")
         self.beta, self.lookahead, self.reg_tasks, self.lr = beta, lookahead, reg_tasks, lr
         n_tasks, device = context.n_experiences, context.device
         kind = self.config.get("target", "mlp")  # hnet's choice; hnet-features: always the MLP
@@ -103,7 +109,7 @@ class _Hypernet(Learner):
         others[task] = False
         if others.any():
             with torch.no_grad():
-                self.saved[others] = self.hnet(self.hnet.embeddings[others])
+                self.saved[others] = self.hnet(self.hnet.embeddings[others]).to(self.saved.dtype)  # bf16 under autocast
         self.trained[task], self.current = True, task
         self.emb_optimizer = torch.optim.Adam([self.hnet.embeddings], lr=self.lr)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +10,7 @@ from torch import nn
 
 from clbench.errors import ClbenchError
 from clbench.learner import Context, Learner, Range
+from clbench.learners.task_heads import TaskMask
 
 _SEED_OFFSET = 0x6B76627474  # "kvbtt": the learner's own draws never repeat the runner's
 LAPLACE_EPS = 1e-5
@@ -90,9 +91,12 @@ class KVBottleneck(Learner):
 
     Continual phase, task-free and online: only the fetched values (and a linear decoder) learn, by
     SGD (`lr`) on the label-smoothed cross-entropy with the gradient's global norm clipped to
-    `grad_clip` (0: off). At prediction, keys never fetched in training are masked out (each codebook
-    fetches its nearest trained keys), so untouched zero values do not dilute the vote. Search,
-    gathers and updates are batched over codebooks (one gather, one scatter per step).
+    `grad_clip` (0: off); task-incremental with `til_training = "masked"`, the cross-entropy and its
+    smoothing are over each sample's task's classes (`clbench.learners.task_heads.TaskMask`; with the
+    mean decoder only those entries of a fetched value move). At prediction, keys never fetched in
+    training are masked out (each codebook fetches its nearest trained keys), so untouched zero values
+    do not dilute the vote. Search, gathers and updates are batched over codebooks (one gather, one
+    scatter per step).
     """
 
     name = "kv-bottleneck"
@@ -128,6 +132,7 @@ class KVBottleneck(Learner):
         self.bottleneck = _Bottleneck(projection, initial_keys, context.num_classes).to(context.device)
         self.decoder = nn.Linear(codebooks * context.num_classes, context.num_classes).to(context.device) \
             if decoder == "linear" else None
+        self.task_mask = TaskMask(context)
 
     # ---- initialisation ------------------------------------------------------------------------
     @torch.no_grad()
@@ -180,14 +185,14 @@ class KVBottleneck(Learner):
             return fetched.mean(dim=(1, 2))
         return self.decoder(fetched.mean(2).flatten(1))
 
-    def learn(self, x: torch.Tensor, y: torch.Tensor, task: int | None) -> None:
+    def learn(self, x: torch.Tensor, y: torch.Tensor, task: int | None) -> torch.Tensor:
         b, cfg = self.bottleneck, self.config
         rows = b.rows(x, cfg["topk"])  # N x C x topk
         values = b.values.view(-1, b.values.shape[-1])  # (C * P) x classes, sharing storage
         fetched = values[rows].requires_grad_()
         params = [fetched, *(self.decoder.parameters() if self.decoder is not None else ())]
         with torch.enable_grad():
-            loss = F.cross_entropy(self._scores(fetched), y, label_smoothing=cfg["label_smoothing"])
+            loss = self.task_mask.cross_entropy(self._scores(fetched), y, cfg["label_smoothing"])
             grads = torch.autograd.grad(loss, params)
         touched, inverse = rows.flatten().unique(return_inverse=True)
         value_grad = torch.zeros(len(touched), values.shape[1], device=values.device)
@@ -201,6 +206,7 @@ class KVBottleneck(Learner):
             for param, grad in zip(params[1:], grads[1:]):
                 param.sub_(step * grad)
             b.trained.view(-1)[touched] = True
+        return loss
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, task: int | None) -> torch.Tensor:
