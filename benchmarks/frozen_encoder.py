@@ -30,16 +30,26 @@ Targets are judged on equal arithmetic.
    seed), `one` (the NCM job, seed 0, taken as the cost of every job) or `all` (all 15); anything but
    `all` is an extrapolation, and the table says so.
 
+3. `--cache-check` (no peer, no sweep): one NMC run against the floor in three ways: cold feature
+   cache (fresh folder), warm (the cache the cold run wrote) and none (features in memory), plus end
+   to end (the dataset loaded and the scenario built, then the cold run). With `--pickle` the data is
+   first written in CIFAR-100's official python-pickle format into a temp data root and read back
+   through clbench's own loader (`split-cifar100`, natural class order); the floor is then a bare
+   bf16 forward pass on CUDA (fp32 elsewhere, as clbench's precision "auto"). The GPU check runs
+   `--cache-check --pickle --encoder vit_base_patch16_224` (ViT-B/16, random init, at 224 px).
+
 Every measurement is repeated (`--repeats`, interleaved), its median reported with its spread and the
 load average around it (see `_common.Measurement`).
 
     python benchmarks/frozen_encoder.py [--quick] [--device auto|cpu|cuda] [--peer-jobs one|configs|all]
-                                        [--repeats N] [--threads N]
+                                        [--repeats N] [--threads N] [--sizes TRAIN TEST]
+    python benchmarks/frozen_encoder.py --cache-check [--pickle] [--encoder NAME] [--quick | --sizes TRAIN TEST]
 """
 
 from __future__ import annotations
 
 import argparse
+import pickle
 import sys
 import tempfile
 from pathlib import Path
@@ -61,7 +71,7 @@ from clbench.learner import Context, Learner  # noqa: E402
 from clbench.learners.nmc import NMC  # noqa: E402
 from clbench.protocols import split_by_class  # noqa: E402
 from clbench.runner import run  # noqa: E402
-from clbench.scenario import Scenario, ScenarioSpec  # noqa: E402
+from clbench.scenario import Scenario, ScenarioSpec, build_scenario, load_spec  # noqa: E402
 
 N_EXPERIENCES = 10
 BATCH = 256  # encoder / evaluation batch of all three, and the training batch of the feature learners
@@ -290,15 +300,23 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs=2, metavar=("TRAIN", "TEST"), help="other data sizes")
     parser.add_argument("--peer-jobs", choices=("one", "configs", "all"), default="configs",
                         help="Avalanche sweep jobs really run, per encoder (default: configs)")
+    parser.add_argument("--cache-check", action="store_true",
+                        help="only NMC vs the floor: cold / warm / no feature cache and end to end (no peer, no sweep)")
+    parser.add_argument("--pickle", action="store_true",
+                        help="with --cache-check: write the data in CIFAR-100's python-pickle format and load it "
+                             "through clbench's loader")
     run_options(parser)
     args = parser.parse_args()
     repeats = apply_run_options(args)
     device = resolve_device(args.device)
-    quiet_avalanche()
     register_resnet18_32px()
 
     n_train, n_test = args.sizes or ((5_000, 1_000) if args.quick else (50_000, 10_000))
     dataset = synthetic_cifar100(n_train, n_test)
+    if args.cache_check:
+        cache_check(args, dataset, device, repeats)
+        return
+    quiet_avalanche()
     train, test = dataset.partition("train"), dataset.partition("test")
     stream = split_by_class(train.labels, test.labels, tuple(range(100)), N_EXPERIENCES)
     spec = ScenarioSpec(name="bench-frozen", dataset=dataset.name, n_experiences=N_EXPERIENCES, encoder=args.encoder,
@@ -354,6 +372,91 @@ def main() -> None:
     statuses = [status for runs_ in cached.results for rows in runs_.values() for *_, status in rows]
     assert all(r.feature_cache == "miss" for r in cold.results) and set(statuses) == {"hit"}, "cache not as planned"
     report(args, n_train, n_test, floors, cold, cached, peer, repeats, build_seconds)
+
+
+def write_cifar100_pickles(dataset: Any, root: Path) -> None:
+    """The arrays as CIFAR-100's official "python version" files: `<root>/cifar-100-python/{train,test,meta}`,
+    pickled dicts with bytes keys (`data`: N x 3072 uint8 rows of R, G, B planes; `fine_labels`)."""
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    for name in ("train", "test"):
+        part = dataset.partition(name)
+        entry = {b"batch_label": name.encode(), b"data": part.images.reshape(len(part), -1),
+                 b"fine_labels": part.labels.tolist(), b"coarse_labels": (part.labels // 5).tolist(),
+                 b"filenames": [f"{i}.png".encode() for i in range(len(part))]}
+        with open(folder / name, "wb") as f:
+            pickle.dump(entry, f, protocol=2)
+    with open(folder / "meta", "wb") as f:
+        pickle.dump({b"fine_label_names": [f"class{c:02d}" for c in range(100)],
+                     b"coarse_label_names": [f"super{c:02d}" for c in range(20)]}, f, protocol=2)
+
+
+def cache_check(args: argparse.Namespace, dataset: Any, device: torch.device, repeats: int) -> None:
+    """NMC, one run, against the floor (a bare forward pass of clbench's inference copy, bf16 on CUDA):
+    cold / warm / no feature cache, and end to end (load + build + cold run). Prints one table."""
+    train, test = dataset.partition("train"), dataset.partition("test")
+    folders: list[tempfile.TemporaryDirectory] = []
+
+    def fresh() -> Path:
+        folders.append(tempfile.TemporaryDirectory(prefix="clbench-bench-"))
+        return Path(folders[-1].name)
+
+    overrides = {"encoder": args.encoder, "class_order": "natural", "batch_size": BATCH, "eval_batch_size": BATCH}
+    if args.pickle:
+        root = fresh()
+        write_cifar100_pickles(dataset, root)
+        build = lambda: build_scenario(load_spec("split-cifar100").with_overrides(overrides), root)  # noqa: E731
+    else:
+        stream = split_by_class(train.labels, test.labels, tuple(range(100)), N_EXPERIENCES)
+        spec = ScenarioSpec(name="bench-frozen", dataset=dataset.name, n_experiences=N_EXPERIENCES, **overrides)
+        build = lambda: Scenario(spec, dataset, stream)  # noqa: E731
+    scenario = build()
+    _, size, mean, std = make_encoder(args.encoder)
+    source = "CIFAR-100 pickle files, clbench loader" if args.pickle else "in memory"
+    print(f"# cache check: {len(train):,} + {len(test):,} images 3x32x32 ({source}); "
+          f"encoder {args.encoder} (timm, random init) at {size} px; batch {BATCH}; device {device}\n# {machine()}",
+          flush=True)
+    model, dim = encoder_as(args.encoder, "equal")
+    cache: list[Path] = []
+
+    def nmc(feature_cache: FeatureCache | None, on: Scenario | None = None) -> Any:
+        return run(on or scenario, NMC, {}, seed=0, device=device, progress=False, feature_cache=feature_cache)
+
+    def cold() -> Any:
+        cache.append(fresh())
+        return nmc(FeatureCache(cache[-1]))
+
+    floor, measured = Measurement("floor: bare forward pass"), {
+        "cold": Measurement("clbench, cold feature cache"), "warm": Measurement("clbench, warm feature cache"),
+        "off": Measurement("clbench, no feature cache"), "end": Measurement("clbench end to end: load + cold run")}
+    try:
+        images = [train.images, test.images]
+        interleaved([(floor, lambda: bare_forward_pass(model, dim, size, mean, std, images, device)),
+                     (measured["cold"], cold), (measured["warm"], lambda: nmc(FeatureCache(cache[-1]))),
+                     (measured["off"], lambda: nmc(None)),
+                     (measured["end"], lambda: nmc(FeatureCache(fresh()), build()))], repeats, device)
+    finally:
+        for folder in folders:
+            folder.cleanup()
+    statuses = {k: {r.feature_cache for r in m.results} for k, m in measured.items()}
+    assert statuses == {"cold": {"miss"}, "warm": {"hit"}, "off": {"off"}, "end": {"miss"}}, statuses
+    result = measured["cold"].median_result
+    full_gpu = device.type == "cuda" and len(train) + len(test) == 60_000  # where the end-to-end target applies
+    targets = {"cold": ("<= 1.2x the floor", verdict(measured["cold"].median <= 1.2 * floor.median)),
+               "end": ("< 15 s (GPU, full size)", verdict(measured["end"].median < 15) if full_gpu else "n/a here")}
+    print(table(["one run: NMC, 10 experiences", "seconds, median [spread]", "vs floor", "final accuracy %",
+                 "precision", "target", ""],
+                [[f"floor, bare pass over {len(train) + len(test):,} images", floor.cell(), "1.00x", "", "", "", ""]]
+                + [[m.label, m.cell(), marked(f"{m.median / floor.median:.2f}x", m, floor),
+                    f"{m.median_result.accuracy_curve[-1]:.1f}", m.median_result.precision,
+                    *(targets.get(k, ("", "")))]
+                   for k, m in measured.items()]))
+    print(f"\nclbench's cold run (median repeat): features {result.feature_seconds:.2f} s, train "
+          f"{result.train_seconds:.2f} s, eval {result.eval_seconds:.2f} s.")
+    ratio = {k: marked(f"{m.median / floor.median:.2f}x", m, floor) for k, m in measured.items()}
+    print(f"summary: cold / floor {ratio['cold']} (target <= 1.2x: {targets['cold'][1]}), warm / floor "
+          f"{ratio['warm']}, no cache / floor {ratio['off']}; end to end {measured['end'].median:.2f} s (target "
+          f"< 15 s on a GPU at full size: {targets['end'][1]}); floor {floor.median:.2f} s\n{load_note(repeats)}")
 
 
 def report(args: argparse.Namespace, n_train: int, n_test: int, floors: dict[str, Measurement], cold: Measurement,

@@ -24,6 +24,7 @@ from clbench.device import synchronize
 from clbench.errors import ClbenchError
 from clbench.guard import one_line
 from clbench.inference import channels_last, inference_copy
+from clbench.precision import autocast
 
 SAMPLED_IMAGES = 64  # images hashed (evenly spaced) to identify a partition's content cheaply
 
@@ -39,11 +40,13 @@ def partition_identity(part: LabeledArrays) -> str:
 
 
 class FrozenEncoder:
-    """The scenario's encoder with its weights and input transform, built once per run."""
+    """The scenario's encoder with its weights and input transform, built once per run; it encodes in
+    the run's resolved `precision` ("bf16": under bf16 autocast, on the CPU as on CUDA; "fp32": without)."""
 
     def __init__(self, name: str, weights: str, image_shape: tuple[int, ...], spec_size: int,
-                 spec_mean: tuple[float, ...], spec_std: tuple[float, ...], normalize: bool, device: torch.device):
-        self.name, self.weights = name, weights
+                 spec_mean: tuple[float, ...], spec_std: tuple[float, ...], normalize: bool, device: torch.device,
+                 precision: str = "fp32"):
+        self.name, self.weights, self.precision = name, weights, precision
         self.weights_id = weights_id(name, weights)
         with torch.random.fork_rng(devices=[]):  # a random-init encoder is the same in every run
             torch.manual_seed(0)
@@ -66,20 +69,19 @@ class FrozenEncoder:
         return int(self.model.out_dim)
 
     def key(self, dataset: str, part: LabeledArrays) -> str:
-        """Cache key: encoder, weights identifier, dataset content and transform."""
+        """Cache key: encoder, weights identifier, dataset content, transform and precision."""
         fields = [self.name, self.weights_id, dataset, partition_identity(part), self.transform.size,
-                  list(self.transform.mean), list(self.transform.std)]
+                  list(self.transform.mean), list(self.transform.std), self.precision]
         return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:20]
 
     @torch.no_grad()
     def encode_into(self, images: torch.Tensor, out: np.ndarray, batch: int) -> None:
         """Encode uint8 images (any device) in batches into the float32 array `out`; a failure (out of
         memory, a shape the encoder refuses) is one ClbenchError line naming the encoder."""
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
         for i in range(0, len(images), batch):
             x = channels_last(self.transform(images[i : i + batch].to(self.device, non_blocking=True)))
             try:
-                with autocast:
+                with autocast(self.precision, self.device):
                     z = self.model(x)
                 out[i : i + batch] = z.float().flatten(1).cpu().numpy()
             except torch.OutOfMemoryError:

@@ -40,7 +40,7 @@ class Inputs:
         self.features, self.cache = wants == "features", cache or FeatureCache(None)
         if self.features:
             encoder = self.encoder = FrozenEncoder(spec.encoder, spec.weights, native, spec.image_size, spec.mean,
-                                                   spec.std, spec.encoder_normalize, device)
+                                                   spec.std, spec.encoder_normalize, device, spec.precision)
             images = {k: _on_device(p.images, torch.device("cpu")) for k, p in parts.items()}
             self.x, self.report = self.cache.features(encoder, scenario.dataset.name, parts, images,
                                                       spec.eval_batch_size)

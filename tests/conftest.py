@@ -1,7 +1,24 @@
-"""Shared fixtures."""
+"""Shared fixtures, and the device the suite runs on."""
+
+import os
 
 import pytest
 import torch
+
+TEST_DEVICE = os.environ.get("CLBENCH_TEST_DEVICE", "cpu")
+"""What device "auto" is in the suite (every run that names no device): "cpu", the default, hides any GPU
+from torch (set before CUDA starts), so that the suite computes the same numbers on every machine;
+"cuda" leaves the GPU visible, so those runs (in bf16: precision auto) exercise it. Tests that name
+"cpu" themselves stay there."""
+if TEST_DEVICE == "cpu":
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if TEST_DEVICE not in ("cpu", "cuda"):
+        raise pytest.UsageError(f"CLBENCH_TEST_DEVICE={TEST_DEVICE}: give cpu (the default) or cuda")
+    if TEST_DEVICE == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError("CLBENCH_TEST_DEVICE=cuda, but torch sees no CUDA device")
 
 
 @pytest.fixture(autouse=True)
