@@ -28,9 +28,11 @@ import numpy as np
 import torch
 
 from clbench.errors import ClbenchError
+from clbench.guard import LearnerFailed
 from clbench.learner import Context, ExperienceInfo, Learner
 from clbench.backbones import backbone_factory
 from clbench.runner import seed_everything
+from clbench.training_log import checked_step
 
 __all__ = ["CHECKS", "Check", "FEATURE_DIM", "IMAGE_SHAPE", "NUM_CLASSES", "LearnerCheckFailed", "check_learner",
            "learner_checks"]
@@ -191,6 +193,20 @@ def _predict_shape(h: _Harness) -> None:
                 h.predict(learner, x, h.task(0))
                 if not torch.equal(x, before):
                     h.fail(f"predict() modified its input tensor in place (batch of {n})")
+
+
+@_check("learn_returns")
+def _learn_returns(h: _Harness) -> None:
+    """learn() returns None, its step's loss (a one-element floating-point tensor) or clbench.Step(loss,
+    scores) with (batch, num_classes) scores: what the runner's per-epoch training log reads."""
+    learner = h.make()
+    x, y = h.data([0, 1], 8, seed=5)
+    h.call(learner, "begin_experience", ExperienceInfo(0, (0, 1), h.task(0), len(y), 1))
+    for xb, yb in zip(x.split(4), y.split(4)):
+        try:
+            checked_step(learner, h.call(learner, "learn", xb, yb, h.task(0)), yb, NUM_CLASSES)
+        except LearnerFailed as exc:
+            h.fail(str(exc))
 
 
 @_check("learns_new_classes")

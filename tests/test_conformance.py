@@ -237,12 +237,21 @@ class FinetuneWithoutOptimizerState(Finetune):
         self.net.load_state_dict(state["net"])
 
 
+class ReturnsATuple(NMC):
+    name = "returns_a_tuple"
+
+    def learn(self, x: torch.Tensor, y: torch.Tensor, task: int | None) -> Any:
+        super().learn(x, y, task)
+        return torch.tensor(0.5), self.predict(x, task)  # (loss, scores), not clbench.Step(loss, scores)
+
+
 BROKEN = [
     (BadWants, "class_attributes", "wants"),
     (MergeableWithoutMerge, "class_attributes", "`merge` is not implemented"),
     (WrongShape, "predict_shape", "shape (1, 4)"),
     (NaNForUnseen, "predict_shape", "non-finite"),
     (CentresInPlace, "predict_shape", "modified its input"),
+    (ReturnsATuple, "learn_returns", "learn() returned tuple as its loss; expected None"),
     (FrozenAfterFirstExperience, "learns_new_classes", "accuracy on those classes is 25%"),
     (ForgetsCounts, "state_roundtrip", "predicts differently"),
     (PickledMetadata, "state_roundtrip", "weights_only"),
