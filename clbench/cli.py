@@ -72,19 +72,26 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--address", metavar="ADDR", help="the Ray cluster to join (default: start a local instance)")
     sweep.add_argument("--gpus-per-run", type=float, default=0.0, metavar="G", help="GPUs each Ray task asks for (default: 0)")
     sweep.add_argument("--force", action="store_true", help="run again even the runs that already have a row")
+    sweep.add_argument("--dry-run", action="store_true",
+                       help="list the runs that would run and those skipped, with their data's state and estimated "
+                            "cost (from the leaderboard's rows); run and write nothing")
     _execution_options(sweep)
     _leaderboard_option(sweep)
 
     again = commands.add_parser("reproduce", help="re-run one leaderboard row and check it comes out the same",
                                 description="Re-run the row RUN_ID from what it records and report whether the stream "
-                                            "fingerprint, the setting and the accuracy matrix match (exactly on the CPU "
-                                            "with the same versions, else within a stated tolerance). Appends nothing.")
+                                            "fingerprint, the setting and the accuracy matrix match, cell by cell: "
+                                            "exactly where everything that decides the arithmetic is the row's (device, "
+                                            "processor, torch, clbench source, threads, deterministic "
+                                            "algorithms), else within 2 test samples per cell. Appends nothing.")
     again.add_argument("run_id", metavar="RUN_ID", help="the row's run_id (a unique prefix is enough)")
     again.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"),
                        help="default: cpu for a row run on the CPU, else auto")
     again.add_argument("--data-root", metavar="DIR", help="data folder (default: $CLBENCH_DATA, else ~/.cache/clbench)")
     again.add_argument("--cache-dir", metavar="DIR", type=Path, help="where the rerun's checkpoint goes (default: the data root)")
-    again.add_argument("--threads", type=_positive_int, metavar="N", help="CPU threads for torch (default: as `clbench run`)")
+    again.add_argument("--threads", type=_positive_int, metavar="N",
+                       help="CPU threads for torch (default: the row's; as `clbench run` for a row that does not record it)")
+    _precision_option(again, None, "default: the row's")
     _leaderboard_option(again)
 
     data = commands.add_parser("data", help="report which datasets are present, prepared, missing or corrupt",
@@ -121,6 +128,18 @@ def _execution_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=_positive_int, metavar="N",
                         help="CPU threads for torch (default: 1 for images of at most 32x32 pixels on the CPU, "
                              "where a thread pool only adds overhead; else one per core)")
+    _precision_option(parser, "auto", "auto: bf16 on a CUDA GPU, fp32 elsewhere (default: auto)")
+    parser.add_argument("--log", nargs=2, metavar=("KIND", "DIR"),
+                        help="also log each run as it goes: `tensorboard DIR` writes per-epoch training loss and "
+                             "accuracy, per-experience accuracies and the final figures into one TensorBoard run "
+                             "directory per run under DIR (pip install 'clbench[tensorboard]')")
+
+
+def _precision_option(parser: argparse.ArgumentParser, default: str | None, default_help: str) -> None:
+    # the choices are clbench.precision.PRECISIONS, not imported here: that module loads torch
+    parser.add_argument("--precision", default=default, choices=("auto", "bf16", "fp32"),
+                        help="arithmetic of learn/predict and the frozen encoder: bf16 autocast or fp32, recorded in "
+                             f"the row and its setting; a scenario's own precision setting wins; {default_help}")
 
 
 def _positive_int(text: str) -> int:
@@ -174,9 +193,14 @@ def _list(args: argparse.Namespace) -> int:
     print(tabulate([(c.name, c.wants, _yes(c.online), _yes(c.mergeable), ", ".join(hp.describe() for hp in c.hyperparameters().values()))
                     for c in learners], headers=("name", "wants", "online", "mergeable", "hyper-parameters")))
     print("\nScenarios:")
-    print(tabulate([(s.name, s.dataset, s.protocol, s.n_experiences, s.description) for s in available_scenarios().values()],
+    print(tabulate([(s.name, s.dataset, _protocol(s), s.n_experiences, s.description) for s in available_scenarios().values()],
                    headers=("name", "dataset", "protocol", "experiences", "description")))
     return 0
+
+
+def _protocol(spec: Any) -> str:
+    """The spec's protocol; a task-incremental one with how it trains (`til_training`)."""
+    return f"{spec.protocol} ({spec.til_training})" if spec.protocol == "task-incremental" else spec.protocol
 
 
 def _yes(flag: bool) -> str:
@@ -192,10 +216,13 @@ def _run(args: argparse.Namespace) -> int:
     from clbench.learner import get_learner
     from clbench.orchestration import RunOptions, configure_torch, run_and_store
     from clbench.overrides import parse_seeds, parse_settings, route_settings
+    from clbench.precision import with_precision
+    from clbench.run_log import log_target
     from clbench.scenario import ScenarioSpec, build_scenario, load_spec
 
     path = args.leaderboard or leaderboard.default_path()
     leaderboard.check_writable(path)
+    log = log_target(*args.log) if args.log else None
     cache_root = _cache_root(args)
     seeds = parse_seeds(args.seed)
     names = [name.strip() for name in args.learner.split(",") if name.strip()]
@@ -209,22 +236,33 @@ def _run(args: argparse.Namespace) -> int:
     overrides, configs = route_settings(parse_settings(args.settings), learners, ScenarioSpec.fields())
     spec = spec.with_overrides(overrides)
     device = resolve_device(args.device)
-    scenario = build_scenario(spec, args.data_root, args.cache_dir)
+    scenario = with_precision(build_scenario(spec, args.data_root, args.cache_dir, seeds[0]), device, args.precision)
     cache = None if args.no_feature_cache else FeatureCache(cache_root / "features")
     configure_torch(scenario, device, args.threads, args.deterministic)
 
     options = RunOptions(device, cache_root / "checkpoints", path, cache, resume=not args.no_resume,
-                         progress=not args.no_progress)
-    table, columns = [], leaderboard.figures(scenario.stream.protocol)
+                         progress=not args.no_progress, log=log)
+    table, columns = [], {**leaderboard.figures(scenario.stream.protocol), **_other_scoring(scenario.stream.protocol)}
     for cls in learners:
         for seed in seeds:
             row = run_and_store(scenario, cls, configs[cls], seed, options)
             table.append([row["learner"], seed, *(_fmt(row[c]) for c in columns.values()),
                           f"{row['train_seconds']:.2f}", f"{row['eval_seconds']:.2f}", _features(row)])
-    print(f"{_describe(scenario)} on {device}")
+    print(f"{_describe(scenario)} on {device} in {scenario.spec.precision}")
     print(tabulate(table, headers=("learner", "seed", *columns, "train s", "eval s", "features"), disable_numparse=True))
     print(f"\n{len(table)} row(s) appended to {path}")
     return 0
+
+
+def _other_scoring(protocol: str) -> dict[str, str]:
+    """The results table's column for the scoring a protocol records beside its own (`evaluation.SCORINGS`):
+    a class-incremental run's Task-IL accuracy (its scores masked to each task; predict had no task id),
+    a task-incremental run's Class-IL accuracy (predict without the task id)."""
+    from clbench.evaluation import SCORINGS
+
+    labels = {"task_il": ("task-IL acc (no task id)", "final_task_il_accuracy"),
+              "class_il": ("class-IL acc", "final_class_il_accuracy")}
+    return dict([labels[SCORINGS[protocol][1]]]) if protocol in SCORINGS else {}
 
 
 def _features(row: dict) -> str:
@@ -254,15 +292,18 @@ def _plural(count: int, noun: str) -> str:
 
 
 def _describe(scenario: Any) -> str:
-    """The results header: scenario (with its overrides), protocol, size, stream fingerprint and setting."""
-    from clbench.setting import setting_identity
+    """The results header: scenario (with its overrides), protocol, size, stream fingerprint (one per
+    seed for a "seeded" class order) and setting."""
+    from clbench.setting import is_seeded, setting_identity
 
     spec, stream = scenario.spec, scenario.stream
     size = _plural(len(stream.episodes), "test episode") if stream.episodes else \
         _plural(len(stream.experiences), "experience")
     changed = f" [{', '.join(f'{k}={v}' for k, v in spec.overrides.items())}]" if spec.overrides else ""
-    return (f"{spec.display_name}{changed} ({stream.protocol}, {size}, fingerprint {scenario.fingerprint[:8]}, "
-            f"setting {setting_identity(spec)[:8]})")
+    setting = setting_identity(spec)
+    fingerprint = "one per seed" if is_seeded(setting) else scenario.fingerprint[:8]
+    return (f"{spec.display_name}{changed} ({stream.protocol}, {size}, fingerprint {fingerprint}, "
+            f"setting {setting if is_seeded(setting) else setting[:8]})")
 
 
 def _fmt(value: float) -> str:
@@ -291,13 +332,22 @@ def _data(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     from clbench import leaderboard
     from clbench.recipes import load_jobs
-    from clbench.sweep import Worker, sweep
+    from clbench.run_log import log_target
+    from clbench.sweep import Worker, runs_device, sweep
 
     path = args.leaderboard or leaderboard.default_path()
+    jobs = load_jobs(args.recipes, args.filter, args.precision,
+                     runs_device(args.device, args.backend, args.gpus_per_run))
+    if args.dry_run:
+        from clbench.datasets import resolve_data_root
+        from clbench.sweep_plan import describe, plan
+
+        print("\n".join(describe(plan(jobs, path, resolve_data_root(args.data_root), args.cache_dir, args.force), path)))
+        return 0
     worker = Worker(device=args.device, data_root=args.data_root, cache_dir=args.cache_dir and str(args.cache_dir),
                     cache_root=str(_cache_root(args)), feature_cache=not args.no_feature_cache, threads=args.threads,
-                    progress=not args.no_progress and args.workers == 1 and args.backend == "local")
-    jobs = load_jobs(args.recipes, args.filter)
+                    progress=not args.no_progress and args.workers == 1 and args.backend == "local",
+                    log=log_target(*args.log) if args.log else None)
     summary = sweep(jobs, path, worker, args.backend, args.workers, args.force, args.address, args.gpus_per_run,
                     report=lambda line: print(line, flush=True))
     print(f"\n{len(jobs)} run(s) in the recipes: {len(summary.done)} done, {summary.skipped} skipped (already in "
@@ -312,7 +362,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     from clbench.reproduce import describe, find_row, reproduce
 
     row = find_row(args.leaderboard or leaderboard.default_path(), args.run_id)
-    check = reproduce(row, args.data_root, _cache_root(args), args.device, args.threads)
+    check = reproduce(row, args.data_root, _cache_root(args), args.device, args.threads, args.precision)
     print("\n".join(describe(check)))
     return 0 if check.ok else 1
 
@@ -333,7 +383,9 @@ def _leaderboard(args: argparse.Namespace) -> int:
 
         print(html_page(frame), end="")
     else:
-        print(leaderboard.render(leaderboard.aggregate(frame), args.format), end="\n" if args.format != "csv" else "")
+        from clbench.leaderboard_tables import render
+
+        print(render(leaderboard.aggregate(frame), args.format), end="\n" if args.format != "csv" else "")
     if args.plot:
         from clbench.plots import plot_leaderboard
 

@@ -1,12 +1,13 @@
 """Leaderboard rows and what is read from them: the row of a run, the figures each protocol
-reports, one run per seed, aggregation over seeds and the rendered tables. The file itself (the
+reports, one run per seed and aggregation over seeds (the rendered tables are
+`clbench.leaderboard_tables`). The file itself (the
 column schema, locked appends, a reader that skips malformed lines) is `clbench.leaderboard_file`,
 whose public names are re-exported here."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import html
 import json
 import math
 import uuid
@@ -16,11 +17,16 @@ from typing import Any
 import pandas as pd
 import torch
 
-from clbench import __version__, metrics, stats
+from clbench import __version__, metrics, revision, stats
 from clbench.leaderboard_file import COLUMNS, append_rows, check_writable, default_path, read  # noqa: F401
+from clbench.chance import chance_accuracy, derived_chance
+from clbench.device import cpu_name
+from clbench.errors import ClbenchError
+from clbench.protocols.class_order import RUN_SEED
 from clbench.runner import RunResult
 from clbench.scenario import Scenario
-from clbench.setting import setting_identity
+from clbench.setting import is_seeded, setting_identity
+from clbench.training_log import log_columns
 
 METRICS = ("final_accuracy", "average_incremental_accuracy", "forgetting", "backward_transfer", "forward_transfer")
 """The accuracy-matrix metrics of DESIGN §5 (`final_accuracy` is the mean over the last row's columns)."""
@@ -44,8 +50,14 @@ COST_COLUMNS = ("train_seconds", "eval_seconds", "feature_seconds", "samples_per
 STAT_COLUMNS = FIGURE_COLUMNS + COST_COLUMNS
 """The columns `aggregate` gives statistics over seeds of: every figure and every cost."""
 
-GROUP = ["scenario", "scenario_fingerprint", "setting_id", "learner", "learner_config"]
-"""Rows are aggregated only within one stream, one setting, one learner and one config."""
+SEEDED_STREAM = "seeded"
+TABLE = ["scenario", "stream", "setting_id"]
+"""One table per scenario, stream and setting. `stream` is the row's `scenario_fingerprint` (the same
+data in the same order), or `SEEDED_STREAM` for a setting whose class order is drawn from each run's
+seed (`setting.is_seeded`): its rows' fingerprints differ by seed, and its setting_id keeps them
+apart from every other setting. Rows of two fixed streams are never merged."""
+GROUP = TABLE + ["learner", "learner_config"]
+"""Rows are aggregated only within one table, one learner and one config."""
 
 
 def figures(protocol: str) -> dict[str, str]:
@@ -56,11 +68,15 @@ def figures(protocol: str) -> dict[str, str]:
     return _FIGURES.get(protocol, _MATRIX_FIGURES)
 
 
-def make_row(result: RunResult, scenario: Scenario, learner_wants: str) -> dict[str, Any]:
-    """The leaderboard row of one finished run."""
-    spec = scenario.spec
+def make_row(result: RunResult, scenario: Scenario, learner_wants: str, run_id: str | None = None) -> dict[str, Any]:
+    """The leaderboard row of one finished run (its setting in the precision the run resolved), under
+    `run_id` (default: a new one)."""
+    spec = dataclasses.replace(scenario.spec, precision=result.precision)
+    if spec.class_order == RUN_SEED and scenario.order_seed != result.seed:
+        raise ClbenchError(f"the run with seed {result.seed} saw the class order of seed {scenario.order_seed}: "
+                           "run it on scenario.for_seed(seed)")
     return {
-        "run_id": uuid.uuid4().hex[:12],
+        "run_id": run_id or new_run_id(),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "scenario": spec.name,
         "scenario_fingerprint": scenario.fingerprint,
@@ -77,10 +93,16 @@ def make_row(result: RunResult, scenario: Scenario, learner_wants: str) -> dict[
         **{k: round(v, 4) for k, v in metrics.summary(result.accuracy_matrix, result.untrained_accuracy).items()},
         "final_seen_accuracy": round(result.accuracy_curve[-1], 4),
         **{k: round(v, 4) for k, v in _protocol_figures(result, scenario).items()},
+        "chance_accuracy": round(chance_accuracy(spec, scenario.dataset.num_classes), 4),
+        "final_class_il_accuracy": _final(result.class_il_matrix),
+        "final_task_il_accuracy": _final(result.task_il_matrix),
         "accuracy_matrix": json.dumps([[round(a, 4) for a in row] for row in result.accuracy_matrix]),
         "accuracy_curve": json.dumps([round(a, 4) for a in result.accuracy_curve]),
         "untrained_accuracy": json.dumps(result.untrained_accuracy and [round(a, 4) for a in result.untrained_accuracy]),
         "client_accuracy": json.dumps(result.client_accuracies and [[round(a, 4) for a in m] for m in result.client_accuracies]),
+        "class_il_matrix": json.dumps(result.class_il_matrix and _rounded(result.class_il_matrix)),
+        "task_il_matrix": json.dumps(result.task_il_matrix and _rounded(result.task_il_matrix)),
+        "training_log": json.dumps(log_columns(list(result.training_log))),
         "train_seconds": round(result.train_seconds, 4),
         "eval_seconds": round(result.eval_seconds, 4),
         "feature_seconds": round(result.feature_seconds, 4),
@@ -90,10 +112,31 @@ def make_row(result: RunResult, scenario: Scenario, learner_wants: str) -> dict[
         "state_mb": round(result.state_mb, 4),
         "n_parameters": result.n_parameters,
         "device": result.device,
+        "precision": result.precision,
         "torch_version": torch.__version__,
         "clbench_version": __version__,
+        "cpu": cpu_name(),
+        "torch_threads": torch.get_num_threads(),
+        "deterministic": json.dumps(torch.are_deterministic_algorithms_enabled()),
+        "code_revision": revision.code_revision(),
+        "source_hash": revision.source_hash(),
         "status": "ok",
     }
+
+
+def new_run_id() -> str:
+    """A fresh random row id (12 hex digits)."""
+    return uuid.uuid4().hex[:12]
+
+
+def _final(matrix: list[list[float | None]] | None) -> float:
+    """Mean over the last row of a scoring's matrix (its final accuracy), to 4 decimals; NaN without one."""
+    return round(metrics.final_accuracy(matrix), 4) if matrix else math.nan
+
+
+def _rounded(matrix: list[list[float | None]]) -> list[list[float | None]]:
+    """A matrix to 4 decimals, its unscored cells (None) kept."""
+    return [[None if a is None else round(a, 4) for a in row] for row in matrix]
 
 
 def _protocol_figures(result: RunResult, scenario: Scenario) -> dict[str, float]:
@@ -116,14 +159,15 @@ def recompute_metrics(row: pd.Series) -> dict[str, float]:
 
 
 def latest_runs(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """The finished runs (status ok), one per (setting, learner, config, seed): the newest by
-    `created_at` (on a tie, the later line). Older rows without a `setting_id` get one derived
-    from their overrides, `legacy-<hash>`, so they are never merged with rows that have one.
-    Returns the runs, in file order, and how many duplicates were set aside."""
+    """The finished runs (status ok), one per (stream, setting, learner, config, seed): the newest by
+    `created_at` (on a tie, the later line), with a `stream` column (`TABLE`). Older rows without a
+    `setting_id` get one derived from their overrides, `legacy-<hash>`, so they are never merged
+    with rows that have one. Returns the runs, in file order, and how many duplicates were set aside."""
     ok = frame[frame["status"].fillna("ok") == "ok"]
     legacy = ok["scenario_overrides"].fillna("{}").map(_legacy_setting_id)
     ok = ok.assign(setting_id=ok["setting_id"].fillna(legacy), learner_config=ok["learner_config"].fillna("{}"),
                    _created=pd.to_datetime(ok["created_at"], utc=True, errors="coerce", format="ISO8601"))
+    ok = ok.assign(stream=ok["scenario_fingerprint"].where(~ok["setting_id"].map(is_seeded), SEEDED_STREAM))
     newest = ok.sort_values("_created", kind="stable", na_position="first").drop_duplicates(GROUP + ["seed"], keep="last")
     return newest.sort_index().drop(columns="_created"), len(ok) - len(newest)
 
@@ -134,24 +178,29 @@ def _legacy_setting_id(overrides: str) -> str:
 
 
 def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
-    """Statistics over seeds per (scenario, stream fingerprint, setting, learner, config), each seed
-    counted once (see `latest_runs`): for every figure and cost column its `_mean`, `_std` and
-    `_ci95` (half-width of the Student-t 95% interval), the number of `seeds`, and the `rank`
-    within the setting by its headline figure, `tied` where the difference from the group's best
-    is not significant over seeds (`stats.rank`). `attrs["duplicates"]` holds how many rows were
+    """Statistics over seeds per (scenario, stream, setting, learner, config), each seed counted once
+    (see `latest_runs`): for every figure and cost column its `_mean`, `_std` and `_ci95` (half-width
+    of the Student-t 95% interval), the number of `seeds`, the `chance_accuracy` of the headline
+    (derived from the spec for rows that lack it: `chance.derived_chance`), and the place within its
+    table by the headline (`stats.rank`): `rank`, `tied` (not significantly below the best),
+    `p_vs_best` (Holm-adjusted) and `test_vs_best`. `attrs["duplicates"]` holds how many rows were
     set aside as duplicates."""
     runs, duplicates = latest_runs(frame)
-    runs = runs.assign(**{c: pd.to_numeric(runs[c]) if c in runs else math.nan for c in STAT_COLUMNS})
+    runs = runs.assign(**{c: pd.to_numeric(runs[c]) if c in runs else math.nan for c in STAT_COLUMNS},
+                       chance_accuracy=_chance_levels(runs))
     grouped = runs.groupby(GROUP, sort=False, dropna=False)
     out = grouped.agg(protocol=("protocol", "first"), scenario_overrides=("scenario_overrides", "first"),
-                      seeds=("seed", "nunique"),
+                      chance_accuracy=("chance_accuracy", "first"), seeds=("seed", "nunique"),
                       **{f"{c}_{name}": (c, how) for c in STAT_COLUMNS for name, how in _STATISTICS.items()})
     out = out.reset_index()
-    values = [dict(zip(rows["seed"], rows[_headline(rows["protocol"].iloc[0])])) for _, rows in grouped]
-    out["rank"], out["tied"] = 0, False
-    for _, group in out.groupby(["scenario", "scenario_fingerprint", "setting_id"], sort=False, dropna=False):
-        for index, (place, tied) in zip(group.index, stats.rank([values[i] for i in group.index])):
-            out.loc[index, ["rank", "tied"]] = place, tied
+    values = [dict(zip(rows["seed"], rows[headline(rows["protocol"].iloc[0])])) for _, rows in grouped]
+    episodes = [(m, ci / stats.EPISODE_Z95) if protocol == "episodes" else None for protocol, m, ci in
+                zip(out["protocol"], out["fewshot_accuracy_mean"], out["fewshot_ci95_mean"])]
+    out = out.assign(rank=0, tied=False, p_vs_best=math.nan, test_vs_best="")
+    for _, table in out.groupby(TABLE, sort=False, dropna=False):
+        places = stats.rank([values[i] for i in table.index], [episodes[i] for i in table.index])
+        for index, place in zip(table.index, places):
+            out.loc[index, ["rank", "tied", "p_vs_best", "test_vs_best"]] = place.rank, place.tied, place.p, place.test
     out.attrs["duplicates"] = duplicates
     return out
 
@@ -159,107 +208,15 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
 _STATISTICS = {"mean": "mean", "std": "std", "ci95": stats.ci95}
 
 
-def _headline(protocol: str) -> str:
+def _chance_levels(runs: pd.DataFrame) -> pd.Series:
+    """Each run's `chance_accuracy`, derived from its spec where the row lacks it."""
+    recorded = pd.to_numeric(runs["chance_accuracy"]) if "chance_accuracy" in runs else pd.Series(math.nan, runs.index)
+    missing = runs[recorded.isna()]
+    derived = [derived_chance(str(s), o if isinstance(o, str) else "{}")
+               for s, o in zip(missing["scenario"], missing["scenario_overrides"])]
+    return recorded.fillna(pd.Series(derived, index=missing.index, dtype=float))
+
+
+def headline(protocol: str) -> str:
+    """The column of a protocol's headline figure (the first of `figures`)."""
     return next(iter(figures(protocol).values()))
-
-
-RANK_NOTE = ("rank: by the headline (first figure); '=' marks learners not significantly different from the best "
-             "of their group (two-sided t-test over seeds at 5%: paired on shared seeds, else Welch's); figures are "
-             "mean ± std over seeds, the headline's 95% CI is Student-t")
-
-
-def render(summary: pd.DataFrame, fmt: str = "text") -> str:
-    """The aggregated runs as text, Markdown, HTML tables or CSV. Text, Markdown and HTML: one table
-    per (scenario, stream, setting), titled with the setting, best headline first, with the rank,
-    the protocol's figures (mean ± std over seeds; few-shot episodes: accuracy ± the runs' mean
-    95% CI, and the std over seeds) and the headline's 95% CI over seeds. CSV: every column of
-    `aggregate`, one line per (setting, learner, config)."""
-    if fmt == "csv":
-        return summary.to_csv(index=False, lineterminator="\n")
-    from tabulate import tabulate
-
-    if summary.empty:
-        return "no finished runs in the leaderboard"
-    sections = []
-    for _, title, table in tables(summary):
-        if fmt == "html":
-            sections.append(f"<h4>{html.escape(title)}</h4>\n{table.to_html(index=False)}")
-        else:
-            style = "github" if fmt == "markdown" else "simple"
-            body = tabulate(table, headers="keys", tablefmt=style, showindex=False, disable_numparse=True)
-            sections.append(f"{'#### ' if fmt == 'markdown' else ''}{title}\n\n{body}")
-    sections.extend(f"<p>{note}</p>" if fmt == "html" else note for note in notes(summary))
-    return "\n\n".join(sections)
-
-
-def notes(summary: pd.DataFrame) -> list[str]:
-    """The lines printed under the tables: how ranks are made, and duplicates set aside."""
-    duplicates = summary.attrs.get("duplicates", 0)
-    return [RANK_NOTE] + ([f"{duplicates} duplicate run(s) set aside: same setting, learner, config and seed as a "
-                           "newer row (each seed counts once)"] if duplicates else [])
-
-
-def tables(summary: pd.DataFrame) -> list[tuple[tuple[str, str, str], str, pd.DataFrame]]:
-    """(key, title, table of text cells) per key (scenario, stream fingerprint, setting), in a stable
-    order; the title names the scenario and its overrides, the protocol, the stream and the setting,
-    and a learner's configs are labelled by what differs among them in that table."""
-    out = []
-    for key, group in summary.groupby(["scenario", "scenario_fingerprint", "setting_id"], dropna=False):
-        scenario, fingerprint, setting = key
-        configs = config_labels(group)
-        protocol = group["protocol"].iloc[0]
-        headline = _headline(protocol)
-        group = group.sort_values(["rank", f"{headline}_mean"], ascending=[True, False], na_position="last", kind="stable")
-        ci = [f"[{m - h:.2f}, {m + h:.2f}]" if not pd.isna(h) else "-"
-              for m, h in zip(group[f"{headline}_mean"], group[f"{headline}_ci95"])]
-        table = pd.DataFrame({"rank": [f"={r}" if t else str(r) for r, t in zip(group["rank"], group["tied"])],
-                              "learner": group["learner"], "config": configs[group.index].replace("", "-"),
-                              "seeds": group["seeds"], **_figure_cells(protocol, group), "95% CI": ci,
-                              "train s": group["train_seconds_mean"].round(2)})
-        title = (f"{setting_label(scenario, group['scenario_overrides'].iloc[0])} · {protocol} · "
-                 f"stream {str(fingerprint)[:8]} · setting {setting}")
-        out.append((key, title, table))
-    return out
-
-
-def _figure_cells(protocol: str, group: pd.DataFrame) -> dict[str, list[str]]:
-    if protocol == "episodes":
-        return {"episode acc ± 95% CI": [_pm(m, ci) for m, ci in zip(group["fewshot_accuracy_mean"], group["fewshot_ci95_mean"])],
-                "std over seeds": [_pm(s, math.nan) for s in group["fewshot_accuracy_std"]]}
-    return {label: [_pm(m, s) for m, s in zip(group[f"{column}_mean"], group[f"{column}_std"])]
-            for label, column in figures(protocol).items()}
-
-
-def _pm(mean: float, spread: float) -> str:
-    if pd.isna(mean):
-        return "-"
-    return f"{mean:.2f}" if pd.isna(spread) else f"{mean:.2f} ± {spread:.2f}"
-
-
-def setting_label(scenario: str, overrides: Any, limit: int = 60) -> str:
-    """The scenario and the settings it was run with, short: `split-digits (encoder=small_cnn)`."""
-    parsed = json.loads(overrides) if isinstance(overrides, str) else {}
-    if not parsed:
-        return str(scenario)
-    return f"{scenario} ({_shorten(', '.join(f'{k}={_text(v)}' for k, v in sorted(parsed.items())), limit)})"
-
-
-def config_labels(frame: pd.DataFrame, limit: int = 40) -> pd.Series:
-    """A short label of each row's `learner_config`: the hyper-parameters whose values differ
-    among the frame's configs of the same learner ("" where a learner ran with one config)."""
-    labels = pd.Series("", index=frame.index, dtype=object)
-    for _, rows in frame.groupby("learner", sort=False):
-        parsed = {c: json.loads(c) for c in rows["learner_config"].fillna("{}").unique()}
-        keys = sorted({k for config in parsed.values() for k in config})
-        varying = [k for k in keys if len({json.dumps(c.get(k)) for c in parsed.values()}) > 1]
-        text = {c: _shorten(", ".join(f"{k}={_text(config.get(k))}" for k in varying), limit) for c, config in parsed.items()}
-        labels[rows.index] = rows["learner_config"].fillna("{}").map(text)
-    return labels
-
-
-def _text(value: Any) -> str:
-    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
-
-
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -30,9 +30,11 @@ COLUMNS = (
     "learner", "learner_config", "backbone", "weights", "init_set", "seed", "n_experiences",
     "final_accuracy", "average_incremental_accuracy", "forgetting", "backward_transfer", "forward_transfer",
     "final_seen_accuracy", "fewshot_accuracy", "fewshot_ci95", "fscil_average", "fscil_drop", "base_accuracy",
-    "novel_accuracy", "accuracy_matrix", "accuracy_curve", "untrained_accuracy", "client_accuracy",
+    "novel_accuracy", "chance_accuracy", "final_class_il_accuracy", "final_task_il_accuracy", "accuracy_matrix",
+    "accuracy_curve", "untrained_accuracy", "client_accuracy", "class_il_matrix", "task_il_matrix", "training_log",
     "train_seconds", "eval_seconds", "feature_seconds", "feature_cache", "samples_per_second",
-    "peak_memory_mb", "state_mb", "n_parameters", "device", "torch_version", "clbench_version", "status",
+    "peak_memory_mb", "state_mb", "n_parameters", "device", "precision", "torch_version", "clbench_version",
+    "cpu", "torch_threads", "deterministic", "code_revision", "source_hash", "status",
 )
 """The documented column order (leaderboard/README.md says what each holds). Readers go by header
 name, so older files with fewer or reordered columns still read; appending to such a file first
@@ -44,12 +46,15 @@ IDENTITY_COLUMNS = ("scenario", "scenario_fingerprint", "learner", "seed")
 NUMERIC_COLUMNS = (
     "seed", "n_experiences", "final_accuracy", "final_seen_accuracy", "average_incremental_accuracy", "forgetting",
     "backward_transfer", "forward_transfer", "fewshot_accuracy", "fewshot_ci95", "fscil_average", "fscil_drop",
-    "base_accuracy", "novel_accuracy", "train_seconds", "eval_seconds", "feature_seconds", "samples_per_second",
-    "peak_memory_mb", "state_mb", "n_parameters",
+    "base_accuracy", "novel_accuracy", "chance_accuracy", "final_class_il_accuracy", "final_task_il_accuracy",
+    "train_seconds", "eval_seconds", "feature_seconds", "samples_per_second",
+    "peak_memory_mb", "state_mb", "n_parameters", "torch_threads",
 )
 JSON_COLUMNS = {  # column -> the JSON type its cell must hold (null allowed where a run has no such value)
     "scenario_overrides": (dict,), "learner_config": (dict,), "accuracy_matrix": (list,),
     "accuracy_curve": (list,), "untrained_accuracy": (list, type(None)), "client_accuracy": (list, type(None)),
+    "class_il_matrix": (list, type(None)), "task_il_matrix": (list, type(None)), "training_log": (dict,),
+    "deterministic": (bool,),
 }
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _QUOTE = "'"

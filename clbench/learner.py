@@ -41,6 +41,13 @@ class Context:
     n_experiences: int = 1
     progress: bool = True
     """Whether long work inside the learner may show a progress bar (`clbench run --no-progress`: no)."""
+    til_training: Literal["masked", "single-head"] | None = None
+    """How a task-incremental run trains a classifier (the scenario's `til_training`): "masked", each
+    sample within its task's classes (one head per task; `clbench.learners.task_heads.TaskMask`), or
+    "single-head", over all classes. None where no task is given at training (every other protocol,
+    or no task boundaries): one head over all classes."""
+    task_classes: tuple[tuple[int, ...], ...] = ()
+    """On a task-incremental stream (`til_training` set), the classes of each task id; else empty."""
 
     @property
     def feature_dim(self) -> int:
@@ -64,6 +71,16 @@ class ExperienceInfo:
     task: int | None
     n_samples: int
     n_experiences: int
+
+
+@dataclass(frozen=True)
+class Step:
+    """What `learn` may return about its step, for the run's per-epoch training log: `loss`, the 0-dim
+    loss the step optimised (its value before the update), and optionally `scores`, the batch's N x
+    num_classes training scores from the same forward pass (training accuracy is their argmax)."""
+
+    loss: torch.Tensor
+    scores: torch.Tensor | None = None
 
 
 INT64 = (-(2**63), 2**63 - 1)
@@ -246,8 +263,13 @@ class Learner:
     def begin_experience(self, info: ExperienceInfo) -> None:
         """Called before the first batch of an experience (task-free learners may ignore it)."""
 
-    def learn(self, x: torch.Tensor, y: torch.Tensor, task: int | None) -> None:
-        """Update on one mini-batch: images N x C x H x W (float, normalised) or features N x D."""
+    def learn(self, x: torch.Tensor, y: torch.Tensor, task: int | None) -> torch.Tensor | Step | None:
+        """Update on one mini-batch: images N x C x H x W (float, normalised) or features N x D.
+
+        May return the step's loss (a 0-dim tensor, on the device: the runner averages it per epoch
+        without a host sync per step; a Python number is taken too), or `Step(loss, scores)` to report
+        training accuracy too; None (a learner without a loss, e.g. a nearest-mean classifier) reports
+        nothing. Anything else stops the run with one line (`training_log.checked_step`)."""
         raise NotImplementedError
 
     def end_experience(self, info: ExperienceInfo) -> None:

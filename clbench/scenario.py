@@ -16,8 +16,9 @@ from typing import Annotated, Any, Literal
 from clbench.datasets import SOURCES, Dataset, LabeledArrays, load_dataset
 from clbench.errors import ClbenchError
 from clbench.learner import Hyperparameter, Range, coerce
+from clbench.precision import Precision
 from clbench.protocols import Stream, resolve_class_order, split_by_class
-from clbench.protocols.class_order import FIXED_ORDERS, SEEDED_ORDERS
+from clbench.protocols.class_order import FIXED_ORDERS, RUN_SEED, SEEDED_ORDERS
 from clbench.protocols import core50
 from clbench.protocols.episodes import episodic_stream
 from clbench.protocols.federated import federated_stream
@@ -42,9 +43,10 @@ ProtocolName = Literal["class-incremental", "task-incremental", "episodes", "fsc
 
 
 class ClassOrderDomain:
-    """The values of `class_order`: a named order, or the seed of a NumPy RandomState permutation."""
+    """The values of `class_order`: a named order, the seed of a NumPy RandomState permutation, or
+    "seeded": the permutation of each run's own seed."""
 
-    NAMES = ("natural", *SEEDED_ORDERS, *FIXED_ORDERS)
+    NAMES = ("natural", RUN_SEED, *SEEDED_ORDERS, *FIXED_ORDERS)
 
     def admits(self, value: str) -> bool:
         digits = value.strip()
@@ -83,7 +85,8 @@ class ScenarioSpec:
     protocol: ProtocolName = "class-incremental"
     n_experiences: Count = 5
     class_order: Annotated[str, ClassOrderDomain()] = "natural"
-    """"natural", a named order, or an integer seed (a TOML integer is read as its digits)."""
+    """"natural", a named order, an integer seed (a TOML integer is read as its digits), or "seeded":
+    `RandomState(seed).permutation` of each run's seed (class-incremental, task-incremental, federated)."""
     epochs: Count = 1
     batch_size: Count = 32
     eval_batch_size: Count = 1024
@@ -130,10 +133,18 @@ class ScenarioSpec:
     task_boundaries: bool = True
     """If false, learners are not told where experiences begin and end, nor given a task at training
     (task-free: no begin/end_experience calls, `learn(x, y, None)`)."""
+    til_training: Literal["masked", "single-head"] = "masked"
+    """Task-incremental training: "masked", each sample's loss over its task's classes only (one head per
+    task, van de Ven et al.'s Task-IL); "single-head", over all classes (masked at test only). It acts only
+    where a task is given at training (protocol task-incremental, with task boundaries): "single-head"
+    elsewhere is an error rather than a setting that would change nothing but the setting identity."""
     init_set: Annotated[str, InitSetDomain()] = FIRST_EXPERIENCE
     """The unlabelled data a learner with an `initialise` hook (kv-bottleneck's keys) sees once before the
     stream: the first experience's training inputs, or the train partition of another dataset (read from
     the same data root and fed through the same encoder/transform)."""
+    precision: Precision = "auto"
+    """Arithmetic of the learner's `learn`/`predict` and of the frozen encoder: "bf16" (autocast) or "fp32";
+    "auto" is resolved by device before a run (`clbench.precision`), and rows record the resolved one."""
     overrides: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -149,6 +160,9 @@ class ScenarioSpec:
             object.__setattr__(self, key, coerce(f"scenario '{self.name}'", setting, value, role="setting"))
         if self.online and self.epochs != 1:
             raise ClbenchError(f"scenario '{self.name}': an online scenario is a single pass, so epochs must be 1")
+        if self.til_training != "masked" and not (self.protocol == "task-incremental" and self.task_boundaries):
+            raise ClbenchError(f"scenario '{self.name}': til_training={self.til_training} acts only where a task is "
+                               f"given at training (protocol task-incremental with task boundaries); leave it out here")
 
     def with_overrides(self, overrides: dict[str, Any]) -> ScenarioSpec:
         """A copy with some fields replaced (values converted and checked); records what changed."""
@@ -221,6 +235,15 @@ class Scenario:
     stream: Stream
     init_data: LabeledArrays | None = None
     """The other dataset's train partition that `spec.init_set` names (None: the first experience)."""
+    order_seed: int | None = None
+    """The run seed a "seeded" class order was drawn from (None for every other order)."""
+
+    def for_seed(self, seed: int) -> Scenario:
+        """The scenario a run with `seed` sees: this one, or for a "seeded" class order, the stream
+        cut again (same data) in the order that `seed` draws."""
+        if self.spec.class_order != RUN_SEED or self.order_seed == seed:
+            return self
+        return dataclasses.replace(self, stream=_stream(self.dataset, self.spec, seed), order_seed=seed)
 
     @property
     def fingerprint(self) -> str:
@@ -278,21 +301,42 @@ STREAMS: dict[str, typing.Callable[[Dataset, ScenarioSpec], Stream]] = {
 }
 
 
-def build_scenario(spec: ScenarioSpec, data_root: str | os.PathLike | None = None,
-                   cache_dir: str | os.PathLike | None = None) -> Scenario:
-    """Load the spec's dataset (caches in `cache_dir` if given) and cut it with the spec's protocol."""
-    dataset = load_dataset(spec.dataset, data_root, cache_dir)
-    if spec.partition == "pooled":
-        dataset = pooled_split(dataset)
+ORDERED_PROTOCOLS = ("class-incremental", "task-incremental", "federated")
+"""The protocols whose stream follows `class_order` (the others take their classes from session
+lists, episodes or CoRe50's runs)."""
+
+
+def _stream(dataset: Dataset, spec: ScenarioSpec, seed: int | None) -> Stream:
+    """The spec's stream of `dataset`; a "seeded" class order is the permutation that `seed` draws."""
+    if spec.class_order == RUN_SEED:
+        if spec.protocol not in ORDERED_PROTOCOLS:
+            raise ClbenchError(f"scenario '{spec.name}': class_order 'seeded' acts on {', '.join(ORDERED_PROTOCOLS)} "
+                               f"streams only; the '{spec.protocol}' stream has no class order to draw")
+        if seed is None:
+            raise ClbenchError(f"scenario '{spec.name}': class_order 'seeded' is drawn from the run's seed: "
+                               "build the scenario with that seed")
+        spec = dataclasses.replace(spec, class_order=str(seed))
     stream = STREAMS[spec.protocol](dataset, spec)
     if len(stream.experiences) != spec.n_experiences:
         raise ClbenchError(f"scenario '{spec.name}' expects {spec.n_experiences} experiences, "
                            f"the '{spec.protocol}' stream of this data has {len(stream.experiences)}")
+    return stream
+
+
+def build_scenario(spec: ScenarioSpec, data_root: str | os.PathLike | None = None,
+                   cache_dir: str | os.PathLike | None = None, seed: int | None = None) -> Scenario:
+    """Load the spec's dataset (caches in `cache_dir` if given) and cut it with the spec's protocol;
+    a "seeded" class order is drawn from `seed` (required then; `Scenario.for_seed` re-cuts it)."""
+    dataset = load_dataset(spec.dataset, data_root, cache_dir)
+    if spec.partition == "pooled":
+        dataset = pooled_split(dataset)
+    stream = _stream(dataset, spec, seed)
     if spec.level == "category":
         if not spec.protocol.startswith("core50"):
             raise ClbenchError(f"scenario '{spec.name}': level = 'category' exists for CoRe50 only")
         dataset = core50.category_level(dataset)
-    return Scenario(spec, dataset, stream, _init_data(spec, data_root, cache_dir))
+    order_seed = seed if spec.class_order == RUN_SEED else None
+    return Scenario(spec, dataset, stream, _init_data(spec, data_root, cache_dir), order_seed)
 
 
 def _init_data(spec: ScenarioSpec, data_root: str | os.PathLike | None,

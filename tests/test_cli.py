@@ -191,6 +191,6 @@ def test_the_leaderboard_prints_text_markdown_csv_and_a_whole_page(capsys, leade
         assert main(["leaderboard", "--leaderboard", str(leaderboard_path), "--format", fmt]) == 0
         shown[fmt] = capsys.readouterr().out
     assert "rank" in shown["text"] and "#### split-digits" in shown["markdown"]
-    assert shown["csv"].splitlines()[0].startswith("scenario,scenario_fingerprint,setting_id,learner,learner_config")
+    assert shown["csv"].splitlines()[0].startswith("scenario,stream,setting_id,learner,learner_config")
     assert "final_accuracy_ci95" in shown["csv"] and len(shown["csv"].splitlines()) == 2
     assert shown["html"].startswith("<!DOCTYPE html>") and shown["html"].rstrip().endswith("</html>")

@@ -249,3 +249,15 @@ def test_a_foreign_file_is_refused_before_any_run(leaderboard_path):
     with pytest.raises(ClbenchError, match="not a clbench leaderboard"):
         lf.check_writable(leaderboard_path)
     lf.check_writable(leaderboard_path.with_name("new.csv"))  # a file to come is fine
+
+
+def test_the_recorded_arithmetic_is_checked_a_thread_count_a_number_the_deterministic_flag_a_json_bool(
+        leaderboard_path):
+    lf.append_rows(leaderboard_path, [_row(torch_threads=2, deterministic="false", cpu="AMD EPYC (AVX512)",
+                                           code_revision="a29010ee2449-dirty", source_hash="78b5df128c3d0541")])
+    row = _quiet_read(leaderboard_path).iloc[0]
+    assert row["torch_threads"] == 2 and row["deterministic"] == "false" and row["source_hash"] == "78b5df128c3d0541"
+    with pytest.raises(ClbenchError, match="deterministic is not a JSON bool"):
+        lf.append_rows(leaderboard_path, [_row(deterministic="True")])
+    with pytest.raises(ClbenchError, match="torch_threads holds 'two', not a number"):
+        lf.append_rows(leaderboard_path, [_row(torch_threads="two")])
