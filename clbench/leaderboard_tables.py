@@ -26,8 +26,9 @@ RANK_NOTE = ("rank: by the headline (first figure). Each row is compared with th
              "Welch's t-test (2 or more seeds each); few-shot episode rows with fewer seeds: a z-test of the two mean "
              "episode accuracies, standard errors = 95% episode CI / 1.96 (episodes as independent draws). The "
              "p-values are Holm-corrected over the table's comparisons with its best ('p vs best (Holm)'); alpha "
-             "0.05. '=1': not significantly below the best (adjusted p >= 0.05). The other rows follow by mean with "
-             "competition ranks, counted after the tied ones; no tie is claimed among them. A row with 1 seed (and no "
+             "0.05. Rows are listed by mean. '=1': not significantly below the best (adjusted p >= 0.05): it may be "
+             "first. Any other row shows its competition rank by mean (1 + the rows with a higher mean): it is not "
+             "first, and nothing is claimed about its order against tied rows with lower means. A row with 1 seed (and no "
              "episode CI) is not tested and never tied; a table whose rows cannot be tested says '1 seed: no "
              "significance test'. Equal constant values over seeds count as tied, different constants as different.")
 FIGURES_NOTE = ("figures: mean ± std over seeds; 95% CI: Student-t over seeds of the headline, clipped to [0, 100]; "
@@ -79,7 +80,7 @@ def tables(summary: pd.DataFrame) -> list[tuple[tuple[str, str, str], str, pd.Da
         configs = config_labels(group)
         protocol = group["protocol"].iloc[0]
         column = headline(protocol)
-        group = group.sort_values(["rank", f"{column}_mean"], ascending=[True, False], na_position="last", kind="stable")
+        group = group.sort_values(f"{column}_mean", ascending=False, na_position="last", kind="stable")
         mean, half = group[f"{column}_mean"], group[f"{column}_ci95"]
         if protocol == "episodes":  # one seed: the run's own episode CI says where it stands against chance
             half = half.where(group["seeds"] >= 2, group["fewshot_ci95_mean"])

@@ -160,10 +160,12 @@ def rank(results: Sequence[Seeds], episodes: Sequence[tuple[float, float] | None
     """Rank results over seeds (higher is better) against the best, the one with the highest mean:
     every other result is compared with it (`compare`; `episodes[i]`: result i's (mean episode
     accuracy, standard error), for few-shot rows) and the p-values are Holm-corrected together. A
-    result whose adjusted p is >= `ALPHA` is tied with the best: rank 1, `tied`. The others (below
-    the best, or untested: fewer than two seeds and no episode test) follow, by mean, with
-    competition ranks (equal means share a rank) counted after the tied ones; no tie is claimed
-    among them. A result whose mean equals the best's is placed with it even when untested."""
+    result whose adjusted p is >= `ALPHA` is tied with the best: rank 1, `tied` (it may be first). Every
+    other result (significantly below the best, or untested: fewer than two seeds and no episode test)
+    keeps its competition rank by mean among all results (1 + the number with a higher mean): that
+    rank claims only that so many results have a higher mean, never that the result is worse than a
+    tied one with a lower mean, which no test compared. A result whose mean equals the best's is
+    placed with it even when untested."""
     if not results:
         return []
     episodes = list(episodes) if episodes is not None else [None] * len(results)
@@ -178,7 +180,7 @@ def rank(results: Sequence[Seeds], episodes: Sequence[tuple[float, float] | None
     adjusted = holm([c.p for c in comparisons])
     tied = [not math.isnan(p) and p >= ALPHA for p in adjusted]
     leading = [i == best or tied[i] or means[i] == means[best] for i in range(len(results))]
-    order = [(not leading[i], *by_mean(i)) for i in range(len(results))]
+    order = [by_mean(i) for i in range(len(results))]
     return [Placement(1 if leading[i] else 1 + sum(other < order[i] for other in order),
                       tied[i] or (i == best and any(tied)), adjusted[i], comparisons[i].test)
             for i in range(len(results))]

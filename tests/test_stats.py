@@ -83,7 +83,8 @@ def test_every_row_is_compared_with_the_best_not_only_the_next():
     apart_place, best_place, noisy_place = stats.rank([apart, best, noisy])
     assert (best_place.rank, best_place.tied, best_place.test) == (1, True, "")
     assert (noisy_place.rank, noisy_place.tied) == (1, True) and noisy_place.p == pytest.approx(0.316870, abs=1e-6)
-    assert (apart_place.rank, apart_place.tied) == (3, False)  # below the best: ranked after the tied rows
+    # below the best: its rank by mean (2nd), not after the tied `noisy`, whose lower mean no test compared with it
+    assert (apart_place.rank, apart_place.tied) == (2, False)
     assert apart_place.p == pytest.approx(2 * 0.0011869, abs=1e-6)  # Holm: the smaller of 2 p-values, times 2
 
 
@@ -107,13 +108,13 @@ def test_one_seed_claims_no_tie():
     assert [(p.rank, p.tied) for p in stats.rank([{0: 70.0}, {0: 70.0}])] == [(1, False), (1, False)]  # equal means
 
 
-def test_untested_rows_follow_the_tied_ones_by_mean():
+def test_rows_not_tied_with_the_best_keep_their_rank_by_mean():
     best = {0: 90.0, 1: 91.0, 2: 92.0}
     close = {0: 89.0, 1: 93.0, 2: 90.0}  # d = 1, -2, 2: not significant
     single = {0: 90.9}  # one seed: a higher mean than `close`, but no test can tie it with the best
     far = {0: 50.0, 1: 51.0, 2: 52.0}
     places = stats.rank([far, single, close, best])
-    assert [(p.rank, p.tied) for p in places] == [(4, False), (3, False), (1, True), (1, True)]
+    assert [(p.rank, p.tied) for p in places] == [(4, False), (2, False), (1, True), (1, True)]
     assert places[1].test == "untested" and math.isnan(places[1].p)
     [alone] = stats.rank([best])
     assert (alone.rank, alone.tied, alone.test) == (1, False, "") and math.isnan(alone.p)
