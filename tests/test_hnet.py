@@ -218,13 +218,9 @@ def test_a_missing_or_unknown_task_id_is_one_line(task) -> None:
 @pytest.mark.parametrize("task_incremental", [False, True])
 def test_runner_resumes_an_interrupted_run_to_the_same_result(tmp_path, task_incremental: bool) -> None:
     from synthetic import make_scenario
-    from test_resume import checkpoint_for, interrupting
+    from test_resume import whole_and_resumed
 
     sc = make_scenario(n_classes=6, n_experiences=3, epochs=2, task_incremental=task_incremental)
     config = {**SMALL, "target": "cnn", "reg_tasks": 1}
-    whole = runner.run(sc, HNet, config, seed=3, device="cpu", progress=False)
-    checkpoint = checkpoint_for(tmp_path, sc, HNet, config, seed=3)
-    with pytest.raises(KeyboardInterrupt):
-        runner.run(sc, interrupting(HNet, 2), config, seed=3, device="cpu", progress=False, checkpoint=checkpoint)
-    resumed = runner.run(sc, HNet, config, seed=3, device="cpu", progress=False, checkpoint=checkpoint)
+    whole, resumed = whole_and_resumed(tmp_path, sc, HNet, config)
     assert resumed.accuracy_matrix == whole.accuracy_matrix

@@ -40,6 +40,15 @@ def checkpoint_for(tmp_path, sc, cls, config, seed=0):
     return Checkpoint(tmp_path, run_key(sc, cls, config, seed, torch.device("cpu")))
 
 
+def whole_and_resumed(tmp_path, sc, cls, config, seed=3, at=2):
+    """The results of an uninterrupted run and of the same run interrupted at experience `at` then resumed."""
+    whole = runner.run(sc, cls, config, seed=seed, device="cpu", progress=False)
+    checkpoint = checkpoint_for(tmp_path, sc, cls, config, seed=seed)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(sc, interrupting(cls, at), config, seed=seed, device="cpu", progress=False, checkpoint=checkpoint)
+    return whole, runner.run(sc, cls, config, seed=seed, device="cpu", progress=False, checkpoint=checkpoint)
+
+
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 @pytest.mark.parametrize("at", [1, 3])
 def test_a_resumed_run_gives_the_uninterrupted_result(tmp_path, name, at):

@@ -27,7 +27,7 @@ from clbench.metrics import summary
 from clbench.scenario import ScenarioSpec, build_scenario, load_spec
 from clbench.setting import setting_identity
 from synthetic import make_scenario
-from test_resume import checkpoint_for, interrupting
+from test_resume import whole_and_resumed
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -200,9 +200,5 @@ def test_finetune_on_split_digits_til_forgets_far_less_with_masked_training(til)
 def test_a_resumed_masked_task_incremental_run_gives_the_uninterrupted_result(tmp_path, name):
     sc = make_scenario(n_classes=8, n_experiences=4, per_class=6, epochs=2, task_incremental=True)
     cls, config = get_learner(name), {"lr": 0.1, **({"buffer_size": 8} if name == "replay" else {})}
-    whole = runner.run(sc, cls, config, seed=3, device="cpu", progress=False)
-    checkpoint = checkpoint_for(tmp_path, sc, cls, config, seed=3)
-    with pytest.raises(KeyboardInterrupt):
-        runner.run(sc, interrupting(cls, 2), config, seed=3, device="cpu", progress=False, checkpoint=checkpoint)
-    resumed = runner.run(sc, cls, config, seed=3, device="cpu", progress=False, checkpoint=checkpoint)
+    whole, resumed = whole_and_resumed(tmp_path, sc, cls, config)
     assert resumed.accuracy_matrix == whole.accuracy_matrix
