@@ -84,9 +84,10 @@ def _costs(runs: pd.DataFrame | None) -> pd.DataFrame:
 
 def _estimate(job: Job, costs: pd.DataFrame) -> tuple[float | None, str]:
     scenario, setting, learner, config, _ = job.key
-    same_learner = costs[(costs["scenario"] == scenario) & (costs["learner"] == learner)]
-    same_run = same_learner[(same_learner["setting_id"] == setting) & (same_learner["config"] == config)]
-    for rows, what in ((same_run, "same setting and config"), (same_learner, "same scenario and learner")):
+    same_setting = costs[(costs["scenario"] == scenario) & (costs["setting_id"] == setting)
+                         & (costs["learner"] == learner)]  # another setting (a 16-px CPU budget) says nothing
+    same_run = same_setting[same_setting["config"] == config]
+    for rows, what in ((same_run, "same setting and config"), (same_setting, "same setting, another config")):
         if len(rows):
             return float(rows["seconds"].median()), f"median of {len(rows)} row(s), {what}"
     return None, "unknown"

@@ -57,15 +57,26 @@ def training_curves(named: list[tuple[str, pd.DataFrame]], title: str) -> Figure
         ax.set(xlabel="epochs trained" + (" (lines: experience boundaries)" if len(edges) else ""), ylabel=ylabel)
     axes[1].set_ylim(0, 100)
     fig.suptitle(title, fontsize=8)
-    handles, labels = axes[-1].get_legend_handles_labels()  # seconds: every learner with a log
-    if handles:
-        fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, -0.08), ncol=3, fontsize=8, frameon=False)
-    silent = {key: [label for label, series, _ in curves if series[key] is None] for key in ("loss", "accuracy")}
-    note = "; ".join(f"no training {key} reported by: {', '.join(labels)}" for key, labels in silent.items() if labels)
-    if note:
-        fig.text(0.5, -0.14, note, ha="center", fontsize=8)
     fig.tight_layout()
+    handles, labels = axes[-1].get_legend_handles_labels()  # seconds: every learner with a log
+    if handles:  # beside the panels, so that no label covers an axis (the saved PNG is cropped to fit)
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    note = silent_note(curves)
+    if note:
+        fig.text(0.02, -0.02, note, ha="left", va="top", fontsize=8)
     return fig
+
+
+def silent_note(curves: list[tuple[str, dict, np.ndarray]]) -> str:
+    """The lines under the plot naming the learners that reported neither loss nor training accuracy,
+    and those that reported a loss only; wrapped to the figure's width."""
+    import textwrap
+
+    nothing = [label for label, series, _ in curves if series["loss"] is None and series["accuracy"] is None]
+    loss_only = [label for label, series, _ in curves if series["loss"] is not None and series["accuracy"] is None]
+    parts = [f"{what}: {', '.join(labels)}" for what, labels in
+             (("no training loss or accuracy reported by", nothing), ("training loss only", loss_only)) if labels]
+    return "\n".join(textwrap.fill(part, 170) for part in parts)
 
 
 def _mean(runs: np.ndarray) -> np.ndarray | None:

@@ -205,7 +205,8 @@ def test_a_dry_run_lists_runs_and_skips_with_data_and_estimates_and_writes_nothi
     leaderboard.append_rows(board, [
         _row(nmc, 1.0, 2.0, 0),  # nmc seed 0 has its row: skipped
         _row(nmc, 4.0, 5.0, 1, seed=7),  # same setting and config, another seed: 9 s
-        _row(finetune, 10.0, 0.0, 2, config='{"lr": 0.5}'),  # same scenario and learner only: 10, 20, 40 s
+        _row(finetune, 10.0, 0.0, 2, config='{"lr": 0.5}'),  # same setting, another config: 10 s
+        # another setting (e.g. a CPU budget of a GPU recipe) estimates nothing
         _row(finetune, 15.0, 5.0, 3, seed=1, setting="another-setting"),
         _row(finetune, 30.0, 10.0, 4, seed=2, setting="another-setting"),
     ])
@@ -218,12 +219,12 @@ def test_a_dry_run_lists_runs_and_skips_with_data_and_estimates_and_writes_nothi
     assert lines[("nmc", "0")][4:6] == ["embedded", "skip (has a row)"]
     for seed in ("1", "2"):
         assert lines[("nmc", seed)][4:] == ["embedded", "run", "6.0", "median of 2 row(s), same setting and config"]
-    assert lines[("finetune", "0")][4:] == ["embedded", "run", "20.0", "median of 3 row(s), same scenario and learner"]
+    assert lines[("finetune", "0")][4:] == ["embedded", "run", "10.0", "median of 1 row(s), same setting, another config"]
     assert lines[("joint", "4")][4:7] == ["embedded", "run", "unknown"]
     assert lines[("episodes", "0")][1:7] == ["miniimagenet-5way-1shot", "nmc", "0", "missing", "run", "unknown"]
     assert f"6 run(s) in the recipes: 5 to run, 1 skipped (already in {board})" in out
     assert "data missing or corrupt for 1 of the 5 to run" in out
-    assert "estimated train+eval time of the 3 to run with an estimate: 32.0 s (0.01 h); no estimate for 2" in out
+    assert "estimated train+eval time of the 3 to run with an estimate: 22.0 s (0.01 h); no estimate for 2" in out
 
     assert _sweep(recipes, board, "--dry-run", "--force") == 0
     assert "6 run(s) in the recipes: 6 to run, 0 skipped" in capsys.readouterr().out

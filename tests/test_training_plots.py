@@ -45,7 +45,28 @@ def test_one_training_plot_per_setting_with_the_mean_over_seeds_and_none_without
     assert [list(line.get_ydata()) for line in _curves(accuracy)] == [[50.0, 50.0, 0.0, 0.0]]
     assert {line.get_label() for line in _curves(seconds)} == {"known-losses (n=2)", "no-loss (n=2)"}
     assert [line.get_xdata()[0] for line in loss.get_lines() if line not in _curves(loss)] == [2.5]  # the boundary
-    assert fig.texts[-1].get_text() == ("no training loss reported by: no-loss (n=2); "
-                                        "no training accuracy reported by: no-loss (n=2)")
+    assert fig.texts[-1].get_text() == "no training loss or accuracy reported by: no-loss (n=2)"
     assert _training_figures(pd.DataFrame(rows[2:])) == {}  # no-loss alone: nothing to draw
     assert _training_figures(pd.DataFrame(rows[:2]).drop(columns="training_log")) == {}  # rows from before the log
+
+
+def test_many_learners_fit_beside_the_panels_and_the_note_wraps():
+    """Fifteen learners, most without a log (the committed split-digits table): the legend sits beside the
+    panels, covering none of them, and the note under them wraps instead of widening the figure."""
+    from clbench.training_plots import training_curves
+
+    log = json.dumps({"loss": [[1.0, 0.5]], "accuracy": [[50.0, 90.0]], "seconds": [[0.1, 0.1]]})
+    silent = json.dumps({"loss": [[None, None]], "accuracy": [[None, None]], "seconds": [[0.1, 0.1]]})
+    loss_only = json.dumps({"loss": [[1.0, 0.5]], "accuracy": [[None, None]], "seconds": [[0.1, 0.1]]})
+    named = [(f"learner-{i} with a long configuration label (n=3)",
+              pd.DataFrame({"training_log": [log if i < 3 else loss_only if i == 3 else silent]})) for i in range(15)]
+    fig = training_curves(named, "split-digits")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    [legend] = fig.legends
+    box = legend.get_window_extent(renderer)
+    assert not any(box.overlaps(ax.get_tightbbox(renderer)) for ax in fig.axes)
+    note = fig.texts[-1].get_text().splitlines()
+    assert note[0].startswith("no training loss or accuracy reported by: learner-4 with")
+    assert note[-1] == "training loss only: learner-3 with a long configuration label (n=3)"
+    assert all(len(line) <= 170 for line in note) and len(note) > 2

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from clbench.errors import ClbenchError
-from clbench.learner import Context, Learner, Range
+from clbench.learner import Context, Learner, Range, Step
 from clbench.learners.hypernet.generator import GeneratorKind, Hypernetwork, Parametrization
 from clbench.learners.hypernet.lookahead import adam_delta, shifted
 from clbench.learners.hypernet.target import TargetKind, TargetNet
@@ -113,7 +113,9 @@ class _Hypernet(Learner):
         self.trained[task], self.current = True, task
         self.emb_optimizer = torch.optim.Adam([self.hnet.embeddings], lr=self.lr)
 
-    def learn(self, x: torch.Tensor, y: torch.Tensor, task: int | None) -> None:
+    def learn(self, x: torch.Tensor, y: torch.Tensor, task: int | None) -> Step:
+        """One step (see the class docstring); reports the task loss and the task's log-probabilities (the
+        output regulariser, a separate gradient on Theta, is not part of the reported loss)."""
         t = self._task(task)
         if t != self.current:
             self._begin(t)
@@ -122,7 +124,9 @@ class _Hypernet(Learner):
         self.emb_optimizer.zero_grad(set_to_none=True)
         index = torch.tensor([t], device=self.device)
         logits = self.target(x, self.hnet(self.hnet.embeddings[index]), index, train=True)
-        F.nll_loss(task_log_probs(logits, self.classes[index])[0], y).backward()
+        log_probs = task_log_probs(logits, self.classes[index])[0]
+        loss = F.nll_loss(log_probs, y)
+        loss.backward()
         self.emb_optimizer.step()
         earlier = self._regularised(t)
         if self.beta > 0 and len(earlier):
@@ -130,6 +134,7 @@ class _Hypernet(Learner):
                 drift = self.hnet(self.hnet.embeddings[earlier].detach()) - self.saved[earlier]
                 (self.beta / len(earlier) * drift.pow(2).sum()).backward()
         self.optimizer.step()
+        return Step(loss.detach(), log_probs.detach())
 
     def _regularised(self, task: int) -> torch.Tensor:
         """The earlier tasks regularised at this step: all, or `reg_tasks` of them drawn at random."""
