@@ -102,7 +102,8 @@ def test_the_page_renders_in_headless_chromium(site, tmp_path):
     assert found, dom[-2000:]
     seen = json.loads(html.unescape(found.group(1)))
     assert seen["rows"] == 2
-    assert len(seen["images"]) == 3 and all(done and w > 100 and h > 100 for done, w, h in seen["images"])
+    plots = len(list((site / "plots").glob("*.png")))
+    assert plots == 4 and len(seen["images"]) == plots and all(done and w > 100 and h > 100 for done, w, h in seen["images"])
     assert sorted(seen["before"]) == seen["after"] and seen["before"] == ["nmc", "finetune"]  # sorted by a click
     shot = tmp_path / "shot.png"
     subprocess.run([*browser, f"--screenshot={shot}", "--window-size=1280,1600", (site / "leaderboard.html").as_uri()],
