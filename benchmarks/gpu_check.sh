@@ -49,7 +49,7 @@ record() {  # NAME STATUS SECONDS FIGURE
 }
 
 figure() {  # LOG PATTERN: the last line of LOG matching PATTERN (extended regex), squeezed
-    grep -E -- "$2" "$1" 2>/dev/null | tail -1 | sed 's/ (already in [^)]*)//' | tr -s ' ' | cut -c1-200
+    grep -E -- "$2" "$1" 2>/dev/null | tail -1 | sed 's/ (already in [^)]*)//' | tr -s ' ' | cut -c1-300
 }
 
 status_of() {  # RC LIMIT
