@@ -208,13 +208,12 @@ class Checkpoint:
                       "interrupted (give --cache-dir DIR)", stacklevel=3)
 
 
-def remove_stale_locks(folder: Path, keep: Path) -> list[Path]:
+def remove_stale_locks(folder: Path, keep: Path) -> None:
     """Remove the run lock files in `folder` (all but `keep`) that no process holds: a run killed by
     kill -9 leaves its file, whose lock the kernel released. Each is locked before it is removed, and
     removed only while it is still the file at its path, so the lock of a live run is never touched (a
     run starting on a file at that instant waits `HELD_BRIEFLY_SECONDS` and locks the path afresh).
-    Returns the files removed; one that cannot be opened or removed is left as it is."""
-    removed = []
+    A file that cannot be opened or removed is left as it is."""
     for path in sorted(folder.glob("*.lock")):
         if path == keep:
             continue
@@ -226,12 +225,10 @@ def remove_stale_locks(folder: Path, keep: Path) -> list[Path]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             if _same_file(fd, path):  # nobody can replace it while we hold its lock
                 path.unlink()
-                removed.append(path)
         except OSError:  # held by a live run (BlockingIOError), or not ours to remove
             pass
         finally:
             os.close(fd)
-    return removed
 
 
 def _same_file(fd: int, path: Path) -> bool:

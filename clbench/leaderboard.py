@@ -96,10 +96,10 @@ def make_row(result: RunResult, scenario: Scenario, learner_wants: str, run_id: 
         "chance_accuracy": round(chance_accuracy(spec, scenario.dataset.num_classes), 4),
         "final_class_il_accuracy": _final(result.class_il_matrix),
         "final_task_il_accuracy": _final(result.task_il_matrix),
-        "accuracy_matrix": json.dumps([[round(a, 4) for a in row] for row in result.accuracy_matrix]),
+        "accuracy_matrix": json.dumps(_rounded(result.accuracy_matrix)),
         "accuracy_curve": json.dumps([round(a, 4) for a in result.accuracy_curve]),
         "untrained_accuracy": json.dumps(result.untrained_accuracy and [round(a, 4) for a in result.untrained_accuracy]),
-        "client_accuracy": json.dumps(result.client_accuracies and [[round(a, 4) for a in m] for m in result.client_accuracies]),
+        "client_accuracy": json.dumps(result.client_accuracies and _rounded(result.client_accuracies)),
         "class_il_matrix": json.dumps(result.class_il_matrix and _rounded(result.class_il_matrix)),
         "task_il_matrix": json.dumps(result.task_il_matrix and _rounded(result.task_il_matrix)),
         "training_log": json.dumps(log_columns(list(result.training_log))),
@@ -194,7 +194,7 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
                       **{f"{c}_{name}": (c, how) for c in STAT_COLUMNS for name, how in _STATISTICS.items()})
     out = out.reset_index()
     values = [dict(zip(rows["seed"], rows[headline(rows["protocol"].iloc[0])])) for _, rows in grouped]
-    episodes = [(m, ci / stats.EPISODE_Z95) if protocol == "episodes" else None for protocol, m, ci in
+    episodes = [(m, ci / metrics.EPISODE_Z95) if protocol == "episodes" else None for protocol, m, ci in
                 zip(out["protocol"], out["fewshot_accuracy_mean"], out["fewshot_ci95_mean"])]
     out = out.assign(rank=0, tied=False, p_vs_best=math.nan, test_vs_best="")
     for _, table in out.groupby(TABLE, sort=False, dropna=False):

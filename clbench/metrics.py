@@ -58,12 +58,16 @@ def forward_transfer(a: Matrix, untrained: Sequence[float] | None) -> float:
     return float(np.mean([a[j - 1, j] - b[j] for j in range(1, t)]))
 
 
+EPISODE_Z95 = 1.96
+"""The normal quantile of the few-shot episode CI: a run's standard error is `fewshot_ci95 / EPISODE_Z95`."""
+
+
 def fewshot_summary(episode_accuracies: Sequence[float]) -> tuple[float, float]:
-    """Mean episode accuracy and its 95% confidence half-width, 1.96 * std / sqrt(n)."""
+    """Mean episode accuracy and its 95% confidence half-width, EPISODE_Z95 * std / sqrt(n)."""
     acc = np.asarray(episode_accuracies, dtype=float)
     if acc.size == 0:
         return math.nan, math.nan
-    return float(acc.mean()), float(1.96 * acc.std() / math.sqrt(acc.size))
+    return float(acc.mean()), float(EPISODE_Z95 * acc.std() / math.sqrt(acc.size))
 
 
 def fscil_summary(curve: Sequence[float], last_row: Sequence[float], test_sizes: Sequence[int]) -> dict[str, float]:

@@ -128,8 +128,7 @@ def recorded(row: pd.Series | dict, column: str) -> str | None:
 def recorded_precision(row: pd.Series) -> str:
     """The precision a row computed in: its `precision` cell; fp32 for a row written before that column
     existed (its learn and predict ran without autocast)."""
-    value = row.get("precision")
-    return value if isinstance(value, str) and value else "fp32"
+    return recorded(row, "precision") or "fp32"
 
 
 def samples_per_column(scenario: Any) -> list[int]:

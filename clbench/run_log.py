@@ -88,7 +88,6 @@ class TensorBoardLog(RunObserver):
     """Writes a run's epochs, evaluations and final figures as TensorBoard scalars (see the module)."""
 
     def __init__(self, directory: Path) -> None:
-        self.directory = directory
         self.writer = _summary_writer()(log_dir=str(directory))
         self.epochs = 0
         self.experiences = 0

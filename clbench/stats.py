@@ -19,10 +19,6 @@ PAIRED, WELCH, EPISODE_Z = "paired t", "Welch t", "z on episodes"
 TESTS = (PAIRED, WELCH, EPISODE_Z)
 """The tests `compare` may use, by the name the tables print."""
 
-EPISODE_Z95 = 1.96
-"""The normal quantile of a run's few-shot episode CI (`metrics.fewshot_summary`): its standard error
-is `fewshot_ci95 / EPISODE_Z95`."""
-
 Seeds = Mapping[int, float]
 """A result over seeds: seed -> value (NaN values are dropped)."""
 

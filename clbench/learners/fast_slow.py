@@ -53,7 +53,7 @@ class FastSlow(Finetune):
     - The fast weights start every experience from the slow weights (the first `learn` after a
       consolidation sets theta = phi: the next experience, an FSCIL session, or a few-shot episode's
       support set, learned outside any experience) and train under the penalty
-      P(theta) = fast_penalty / 2 * sum_i F_i (theta_i - phi_i)^2 (`penalty()`), applied by its
+      P(theta) = fast_penalty / 2 * sum_i F_i (theta_i - phi_i)^2, applied by its
       proximal step after each optimizer step on the cross-entropy:
       theta_i <- phi_i + (theta_i - phi_i) / (1 + lr * fast_penalty * F_i) (lr: the optimizer's).
       Unlike adding P's gradient, this is stable for any fast_penalty * F.
@@ -148,15 +148,6 @@ class FastSlow(Finetune):
         self.room, self.kept = 0, []
 
     # ---- the pieces -----------------------------------------------------------------------------
-    def penalty(self) -> torch.Tensor:
-        """fast_penalty / 2 * sum_i F_i (theta_i - phi_i)^2 over the parameters (a differentiable
-        scalar); 0 before the first consolidation or when `fast_penalty = 0`."""
-        c = self.consolidation
-        if c is None or not c.importance:
-            return torch.zeros((), device=self.device)
-        terms = [(c.importance[name] * (p - c.slow[name]).pow(2)).sum() for name, p in self.net.named_parameters()]
-        return 0.5 * self.fast_penalty * torch.stack(terms).sum()
-
     @torch.no_grad()
     def _pull_to_anchor(self) -> None:
         """The penalty's proximal step: theta <- phi + (theta - phi) / (1 + lr * fast_penalty * F)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from clbench.learner import Context, Learner, Range, Step
@@ -43,12 +44,12 @@ class Finetune(Learner):
 
     def learn(self, x: torch.Tensor, y: torch.Tensor, task: int | None) -> Step:
         self.net.train()
-        logits = self.net(x)
-        loss = self.task_mask.cross_entropy(logits, y)
+        scores = self.task_mask(self.net(x), y)
+        loss = F.cross_entropy(scores, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return Step(loss.detach(), self.task_mask(logits.detach(), y))
+        return Step(loss.detach(), scores.detach())
 
     def predict(self, x: torch.Tensor, task: int | None) -> torch.Tensor:
         self.net.eval()

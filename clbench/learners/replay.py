@@ -128,7 +128,8 @@ class Replay(Finetune):
         labels = torch.cat([y, *(d[1] for d in draws)])
         current = self._assign_tasks(y, labels)
         logits = self.net(inputs)
-        loss = self._loss(logits, labels, len(y), draws, current)
+        masked = self.task_mask(logits, labels)
+        loss = self._loss(logits, masked, labels, len(y), draws, current)
         if self.norm_layers and self.reg_weight:  # from task reg_from_task on: a tensor condition, no host sync
             regularised = loss + self.reg_weight * regulariser(self.norm_layers)
             loss = torch.where(current >= self.reg_from_task, regularised, loss)
@@ -136,16 +137,15 @@ class Replay(Finetune):
         loss.backward()
         self.optimizer.step()
         self.buffer.add(x, y, logits[: len(y)] if self.loss == "der" else None)
-        return Step(loss, self.task_mask(logits[: len(y)], y))
+        return Step(loss, masked[: len(y)])
 
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor, n: int, draws: list[tuple],
+    def _loss(self, raw: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, n: int, draws: list[tuple],
               current: torch.Tensor | None) -> torch.Tensor:
-        """The step's loss over one forward pass: the stream batch is the first `n` rows, the replayed
-        draws follow in order; `current` is the current task (ER-ACE masks from the second on). Every
-        cross-entropy reads the logits masked to each sample's task's classes
-        (`TaskMask`, task-incremental with til_training = masked: a replayed sample to its own task's;
-        ER-ACE's mask then applies on top); DER++'s logit regression reads the unmasked logits."""
-        raw, logits = logits, self.task_mask(logits, labels)
+        """The step's loss over one forward pass (`raw` its logits, `logits` the same masked to each
+        sample's task's classes by `TaskMask`: task-incremental with til_training = masked, a replayed
+        sample to its own task's): the stream batch is the first `n` rows, the replayed draws follow in
+        order; `current` is the current task (ER-ACE masks from the second on, on top of the task mask).
+        Every cross-entropy reads `logits`; DER++'s logit regression reads `raw`."""
         if self.loss == "er":
             return F.cross_entropy(logits, labels)
         sizes = [n, *(len(draw[1]) for draw in draws)]
