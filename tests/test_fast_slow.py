@@ -119,23 +119,6 @@ def test_the_identity_holds_weight_for_weight_and_breaks_as_soon_as_the_slow_rat
 
 
 # ---- the penalty -----------------------------------------------------------------------------------------
-def test_penalty_is_zero_at_the_slow_weights_and_grows_quadratically_away_from_them():
-    learner = _make(FastSlow, fast_penalty=7.0)
-    assert learner.penalty().item() == 0.0  # nothing consolidated yet
-    _experience(learner, 0, [0, 1])
-    c = learner.consolidation
-    assert learner.penalty().item() == 0.0  # the first slow weights are the fast ones
-    direction = {name: torch.randn(p.shape, generator=torch.Generator().manual_seed(1))
-                 for name, p in learner.net.named_parameters()}
-    by_hand = 0.5 * 7.0 * sum(float((c.importance[n] * d.double() ** 2).sum()) for n, d in direction.items())
-    assert by_hand > 0
-    for t in (0.5, 1.0, 3.0):
-        with torch.no_grad():
-            for name, p in learner.net.named_parameters():
-                p.copy_(c.slow[name] + t * direction[name])
-        assert learner.penalty().item() == pytest.approx(t * t * by_hand, rel=1e-4)
-
-
 def test_the_default_penalty_measurably_reduces_forgetting_on_split_digits_til():
     """The consolidation is not inert: on the real digits, task-incremental (masked, the default), the
     defaults end well above the same learner without the penalty (seed 0: about 99 against 91; the
