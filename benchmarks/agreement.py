@@ -2,7 +2,7 @@
 
 `recipes DIR` writes the recipes the GPU check sweeps on both sides: every registered learner with its
 defaults on split-digits and (online learners) split-digits-online, seeds 0, 1, 2 (`--seeds`), except
-protonet's meta-training cut to 200 episodes (its 2,000 default episodes take ~7 CPU minutes a seed)
+protonet's meta-training cut to 200 episodes of its default 2,000 (to keep the check short)
 and adab2n on split-digits (its norm needs a backbone with BatchNorm2d; the MLP has none).
 
 `compare A.csv B.csv` reads both leaderboards (one row per seed, `leaderboard.latest_runs`) and prints,

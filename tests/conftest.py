@@ -33,10 +33,17 @@ def leaderboard_path(tmp_path):
     return tmp_path / "board" / "leaderboard.csv"
 
 
-@pytest.fixture
-def single_thread():
-    """Tiny tensors: one thread is faster than a pool, and immune to a busy machine's cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+@pytest.fixture(autouse=True)
+def restore_torch():
+    """Runs set torch's thread count and deterministic flag for the process: put them back after each test."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     yield
     torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+
+
+@pytest.fixture
+def single_thread():
+    """Tiny tensors: one thread is faster than a pool, and immune to a busy machine's cores (`restore_torch`
+    puts the count back)."""
+    torch.set_num_threads(1)

@@ -38,7 +38,6 @@ def test_registered_with_the_papers_optimiser_and_knobs_from_its_grids():
     knobs = ("loss", "norm", "lr", "momentum", "kappa", "reg_weight", "reg_from_task")
     assert {k: declared[k].default for k in knobs} == {"loss": "er-ace", "norm": "adab2n", "lr": 0.03, "momentum": 0.0,
                                                        "kappa": 1.0, "reg_weight": 0.1, "reg_from_task": 1}
-    assert declared["kappa"].default in (0.1, 0.4, 0.7, 1.0) and declared["reg_weight"].default in (0.01, 0.1, 1, 10)
     summary = AdaB2N.summary()  # what `clbench list` shows: where each default comes from
     assert all(part in summary for part in ("lr 0.03", "no momentum", "lvyilin/AdaB2N", "kappa 1", "lambda 0.1"))
     assert AdaB2N.online and not AdaB2N.needs_task_ids

@@ -15,7 +15,6 @@ from torch import nn
 
 from clbench import runner
 from clbench.backbones import backbone_factory
-from clbench.checkpoint import Checkpoint, run_key
 from clbench.datasets import Dataset, LabeledArrays
 from clbench.errors import ClbenchError
 from clbench.learner import Context, ExperienceInfo, get_learner
@@ -26,6 +25,7 @@ from clbench.protocols.sessions import stream_from_sessions
 from clbench.scenario import Scenario, ScenarioSpec, build_scenario, load_spec
 from clbench.testing import check_learner
 from synthetic import make_scenario
+from test_resume import whole_and_resumed
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -332,24 +332,10 @@ def test_state_round_trips_mid_experience_and_training_continues_identically():
         assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
 
 
-def _interrupted_at(at: int):
-    class Interrupted(FastSlow):
-        def begin_experience(self, info):
-            if info.index == at:
-                raise KeyboardInterrupt
-            super().begin_experience(info)
-    Interrupted.__qualname__, Interrupted.__module__ = FastSlow.__qualname__, FastSlow.__module__  # the same run key
-    return Interrupted
-
-
 def test_a_run_resumed_from_its_checkpoint_gives_the_uninterrupted_result(tmp_path):
     scenario = make_scenario(n_classes=6, n_experiences=3, epochs=2, task_incremental=True)
     config = {"fast_penalty": 50.0, "slow_rate": 0.5}
-    whole = runner.run(scenario, FastSlow, config, seed=2, progress=False, device="cpu")
-    checkpoint = Checkpoint(tmp_path, run_key(scenario, FastSlow, config, 2, torch.device("cpu")))
-    with pytest.raises(KeyboardInterrupt):
-        runner.run(scenario, _interrupted_at(2), config, seed=2, progress=False, device="cpu", checkpoint=checkpoint)
-    resumed = runner.run(scenario, FastSlow, config, seed=2, progress=False, device="cpu", checkpoint=checkpoint)
+    whole, resumed = whole_and_resumed(tmp_path, scenario, FastSlow, config, seed=2, at=2)
     assert resumed.accuracy_matrix == whole.accuracy_matrix
 
 
