@@ -411,12 +411,12 @@ def cache_check(args: argparse.Namespace, dataset: Any, device: torch.device, re
         spec = ScenarioSpec(name="bench-frozen", dataset=dataset.name, n_experiences=N_EXPERIENCES, **overrides)
         build = lambda: Scenario(spec, dataset, stream)  # noqa: E731
     scenario = build()
-    _, size, mean, std = make_encoder(args.encoder)
+    built, size, mean, std = make_encoder(args.encoder)
     source = "CIFAR-100 pickle files, clbench loader" if args.pickle else "in memory"
     print(f"# cache check: {len(train):,} + {len(test):,} images 3x32x32 ({source}); "
           f"encoder {args.encoder} (timm, random init) at {size} px; batch {BATCH}; device {device}\n# {machine()}",
           flush=True)
-    model, dim = encoder_as(args.encoder, "equal")
+    model, dim = AsClbenchRunsIt(built, bf16=True), int(built.num_features)  # encoder_as's "equal", built once
     cache: list[Path] = []
 
     def nmc(feature_cache: FeatureCache | None, on: Scenario | None = None) -> Any:
@@ -523,7 +523,7 @@ def report(args: argparse.Namespace, n_train: int, n_test: int, floors: dict[str
          f"{sweep_bound:.1f}x ({n_jobs} x {per_avalanche_job:,} / {per_run:,})", ">= 20x (equal)",
          verdict(ratio["equal"] >= 20)],
     ]))
-    print(f"\nEqual arithmetic: Avalanche given clbench's inference copy of the encoder (what encode-once alone "
+    print("\nEqual arithmetic: Avalanche given clbench's inference copy of the encoder (what encode-once alone "
           f"buys; the bound is the ratio of images encoded). As experienced: Avalanche with the encoder as built.")
     print(f"# --peer-jobs {args.peer_jobs}\n{load_note(repeats)}")
 
