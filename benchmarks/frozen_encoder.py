@@ -524,7 +524,7 @@ def report(args: argparse.Namespace, n_train: int, n_test: int, floors: dict[str
          verdict(ratio["equal"] >= 20)],
     ]))
     print("\nEqual arithmetic: Avalanche given clbench's inference copy of the encoder (what encode-once alone "
-          f"buys; the bound is the ratio of images encoded). As experienced: Avalanche with the encoder as built.")
+          "buys; the bound is the ratio of images encoded). As experienced: Avalanche with the encoder as built.")
     print(f"# --peer-jobs {args.peer_jobs}\n{load_note(repeats)}")
 
 
